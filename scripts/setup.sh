@@ -9,7 +9,6 @@ fi
 # Ask for the exact torch release first: on these machines pip takes its CPU build from local disk
 # instead of resolving an open range to a multi-GB CUDA build.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/pip install --quiet "torch==${DDMKIT_TORCH_VERSION:-2.13.0}" \
-    || .venv/bin/pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+  .venv/bin/pip install --quiet "torch==${DDMKIT_TORCH_VERSION:-2.13.0}"
 fi
 .venv/bin/pip install --quiet -e ".[test]"
