@@ -1,0 +1,58 @@
+"""`ddmkit` command line: one entry point, one module per subcommand in `ddmkit.commands`.
+
+Each command module defines `register(subparsers)`, which adds its parser and sets `func`.
+Bad input raises `DdmkitError`; it is printed on one line and the exit status is 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import DdmkitError
+
+COMMAND_MODULES = (
+    "demo",
+    "sample",
+    "data",
+    "train",
+    "evaluate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ddmkit",
+        description="Denoising MCMC and BoundaryDiffusion editing for frozen pre-trained diffusion models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"ddmkit.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"ddmkit.commands.{name}":
+                continue  # a command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DdmkitError as e:
+        print(f"ddmkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ddmkit {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""`ddmkit train`: train a DDPM UNet2DModel on the synthetic faces, the digits, or an image folder."""
+from __future__ import annotations
+
+import argparse
+
+from ..training import TrainConfig, train
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a DDPM on faces, digits or an image folder (resumable)",
+        description="Train a diffusers UNet2DModel (DDPM epsilon-prediction, 1000 linear-beta steps, EMA). "
+        "Run the same command again after an interruption to resume from the last checkpoint.",
+        epilog="example: ddmkit train --data faces --steps 8000 --out runs/faces",
+    )
+    d = TrainConfig()
+    p.add_argument("--data", default=d.data, help="'faces', 'digits', or a folder of images (default: faces)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log, and the final model in OUT/model")
+    p.add_argument("--resolution", type=int, default=d.resolution)
+    p.add_argument("--channels", type=_ints, default=d.block_out_channels, help="block_out_channels, e.g. 32,64,128")
+    p.add_argument("--attention", type=_ints, default=tuple(int(a) for a in d.attention_levels),
+                   help="attention per level as 0/1, e.g. 0,0,1")
+    p.add_argument("--layers-per-block", type=int, default=d.layers_per_block)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import DdmkitError
+
+    if args.steps < 1 or args.batch_size < 1:
+        raise DdmkitError("--steps and --batch-size must be >= 1")
+    cfg = TrainConfig(
+        data=args.data, resolution=args.resolution, block_out_channels=args.channels,
+        attention_levels=tuple(bool(a) for a in args.attention), layers_per_block=args.layers_per_block,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads,
+    )
+    model_dir = train(cfg, args.out, progress=not args.quiet)
+    print(f"model written to {model_dir}")
+    return 0

@@ -1,0 +1,317 @@
+"""The six integrators of the DMCMC paper plus DDIM, one small function each (k-diffusion style).
+
+    x, nfe = f(denoiser, x, sigmas, *, generator=None, **options)
+
+`sigmas` is a schedule (N,) or one schedule per sample (B, N), non-increasing, usually ending in 0;
+every sample starts at its own sigmas[b, 0] (what Denoising MCMC needs). `nfe` is measured by an
+`NFECounter` around the denoiser. Data are in sigma (VE) space: x = x0 + sigma * noise.
+Schedules come from `ddmkit.schedules`; `ddmkit.sampling.make_schedule` picks the right one for each.
+
+| name  | kind | update (DMCMC spec section 7)                                  | NFE for N levels    |
+|-------|------|----------------------------------------------------------------|---------------------|
+| kar1  | ODE  | Heun (Karras Alg. 1), Euler for the step to sigma = 0           | 2N - 3 (incl. the 0)|
+| kar2  | SDE  | churn, then the same Heun step (Karras Alg. 2)                  | 2N - 3              |
+| rd    | SDE  | reverse-diffusion predictor, x += D_j s + sqrt(D_j) z            | levels > 0          |
+| em    | SDE  | Euler-Maruyama of the VE SDE in log-sigma time                  | levels > 0          |
+| pf    | ODE  | probability-flow Euler, x += D_j s / 2                          | levels > 0          |
+| rk45  | ODE  | scipy solve_ivp RK45 in log-sigma time (+1 Euler step to 0)     | measured            |
+| ddim  | ODE/SDE | DDIM with eta (= Euler in sigma for eta = 0)                 | steps               |
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .denoisers import Denoiser, NFECounter, append_dims
+from .errors import DdmkitError
+from .schedules import as_rows
+
+Generator = "torch.Generator | PerSampleGenerator | None"
+
+
+def _hash32(x: np.ndarray) -> np.ndarray:
+    """Wellons' lowbias32 integer hash on uint32 arrays (multiplication wraps modulo 2^32)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+@functools.lru_cache(maxsize=16)
+def _element_hashes(m: int) -> np.ndarray:
+    return _hash32(np.arange(m, dtype=np.uint32)[None, :])
+
+
+class PerSampleGenerator:
+    """Per-sample random streams (EDM's per-image seeds).
+
+    Draw number k of sample b is a pure function of (seed_b, k and the sample's shape), so a sample's
+    noise does not depend on the batch it is drawn in, the batch size, or the other samples. Large
+    samples (images) draw from one `torch.Generator` each; small ones (mixture points, where a
+    Python loop over thousands of generators would dominate) from a vectorised counter-based hash
+    turned into normals by Box-Muller."""
+
+    SMALL = 256  # elements per sample below which the vectorised hash stream is used
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
+        seeds = [int(s) for s in seeds]
+        self.seeds = torch.as_tensor(seeds, dtype=torch.int64)
+        self._lo = _hash32(np.array([s & 0xFFFFFFFF for s in seeds], dtype=np.uint32))
+        self._hi = _hash32(np.array([(s >> 32) & 0xFFFFFFFF for s in seeds], dtype=np.uint32) ^ np.uint32(0x9E3779B9))
+        self.counters = torch.zeros(len(seeds), dtype=torch.int64)
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def randn(self, shape: Sequence[int], dtype=torch.float32, device=None) -> torch.Tensor:
+        if shape[0] != len(self.seeds):
+            raise DdmkitError(f"batch of {shape[0]} but {len(self.seeds)} per-sample random streams")
+        n = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        if n >= self.SMALL:
+            z = torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.generators]) if len(self) else torch.zeros(tuple(shape))
+        else:
+            z = self._hash_normals(n).reshape(tuple(shape))
+        self.counters = self.counters + 1
+        return z.to(dtype=dtype, device=device)
+
+    def _hash_normals(self, n: int) -> torch.Tensor:
+        m = (n + 1) // 2  # Box-Muller gives a pair (cos, sin) of normals per pair of uniforms
+        count = (self.counters.numpy() & 0xFFFFFFFF).astype(np.uint32)
+        key = _hash32(self._lo ^ _hash32(self._hi + count * np.uint32(0x632BE5AB)))[:, None]
+        h1 = _hash32(key ^ _element_hashes(m))
+        h2 = _hash32(h1 ^ np.uint32(0x5BD1E995))
+        r = np.sqrt(-2.0 * np.log((h1.astype(np.float64) + 0.5) / 2.0**32))
+        theta = (2.0 * np.pi / 2.0**32) * h2.astype(np.float64)
+        return torch.from_numpy(np.concatenate([r * np.cos(theta), r * np.sin(theta)], axis=1)[:, :n])
+
+    def subset(self, mask: torch.Tensor) -> "PerSampleGenerator":
+        """The streams of the samples where `mask` is True; draws from it advance only those."""
+        return _SubsetGenerator(self, torch.as_tensor(mask, dtype=torch.bool))
+
+
+class _SubsetGenerator(PerSampleGenerator):
+    def __init__(self, parent: PerSampleGenerator, mask: torch.Tensor):
+        self.parent, self.mask = parent, mask
+        self.seeds = parent.seeds[mask]
+        self._lo, self._hi = parent._lo[mask.numpy()], parent._hi[mask.numpy()]
+        self.generators = [g for g, m in zip(parent.generators, mask.tolist()) if m]
+
+    @property
+    def counters(self) -> torch.Tensor:
+        return self.parent.counters[self.mask]
+
+    @counters.setter
+    def counters(self, value: torch.Tensor) -> None:
+        self.parent.counters[self.mask] = value
+
+
+def randn_like(x: torch.Tensor, generator=None) -> torch.Tensor:
+    if isinstance(generator, PerSampleGenerator):
+        return generator.randn(x.shape, dtype=x.dtype, device=x.device)
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def _prepare(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> tuple[NFECounter, torch.Tensor]:
+    return NFECounter(denoiser), as_rows(sigmas, x.shape[0]).to(x.device)
+
+
+def _d(counter: NFECounter, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ODE derivative dx/dsigma = (x - D(x, sigma)) / sigma, and D."""
+    den = counter(x, sigma)
+    return (x - den) / append_dims(sigma, x.ndim), den
+
+
+def _heun_step(counter: NFECounter, x: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+    """One step of Karras Alg. 1 from s to s_next (per sample); Euler where s_next = 0."""
+    d, _ = _d(counter, x, s)
+    dt = append_dims(s_next - s, x.ndim)
+    x_euler = x + dt * d
+    positive = s_next > 0
+    if not positive.any():
+        return x_euler
+    d2, _ = _d(counter, x_euler, torch.where(positive, s_next, torch.ones_like(s_next)))
+    x_heun = x + dt * 0.5 * (d + d2)
+    return torch.where(append_dims(positive, x.ndim), x_heun, x_euler)
+
+
+@torch.no_grad()
+def kar1(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+    """Karras et al. (2022) Algorithm 1: deterministic Heun sampler."""
+    counter, sig = _prepare(denoiser, x, sigmas)
+    for i in range(sig.shape[1] - 1):
+        x = _heun_step(counter, x, sig[:, i], sig[:, i + 1])
+    return x, counter.nfe
+
+
+@torch.no_grad()
+def kar2(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    generator=None,
+    s_churn: float = 80.0,
+    s_tmin: float = 0.05,
+    s_tmax: float = 1.0,
+    s_noise: float = 1.007,
+) -> tuple[torch.Tensor, int]:
+    """Karras et al. (2022) Algorithm 2: stochastic churn (gamma capped at sqrt(2) - 1), then Heun.
+
+    Defaults are the DMCMC paper's (S_churn 80, S_tmin 0.05, S_tmax 1, S_noise 1.007) for [0, 1] data."""
+    counter, sig = _prepare(denoiser, x, sigmas)
+    n = sig.shape[1]
+    for i in range(n - 1):
+        s, s_next = sig[:, i], sig[:, i + 1]
+        gamma = torch.where(
+            (s >= s_tmin) & (s <= s_tmax),
+            torch.full_like(s, min(s_churn / n, math.sqrt(2) - 1)),
+            torch.zeros_like(s),
+        )
+        s_hat = s * (1 + gamma)
+        eps = randn_like(x, generator)
+        x = x + s_noise * append_dims((s_hat**2 - s**2).clamp(min=0).sqrt(), x.ndim) * eps
+        x = _heun_step(counter, x, s_hat, s_next)
+    return x, counter.nfe
+
+
+@torch.no_grad()
+def rd(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+    """Reverse-diffusion predictor (Song et al. 2021): x += D_j s + sqrt(D_j) z, D_j = s_j^2 - s_(j+1)^2;
+    returns the last mean."""
+    counter, sig = _prepare(denoiser, x, sigmas)
+    for i in range(sig.shape[1] - 1):
+        s, s_next = sig[:, i], sig[:, i + 1]
+        if not (s > 0).any():
+            break
+        delta = append_dims(s**2 - s_next**2, x.ndim)
+        score = (counter(x, s) - x) / append_dims(s, x.ndim) ** 2
+        mean = x + delta * score
+        x = mean + delta.sqrt() * randn_like(x, generator) if i < sig.shape[1] - 2 else mean
+    return x, counter.nfe
+
+
+@torch.no_grad()
+def em(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+    """Euler-Maruyama for the reverse VE SDE in log-sigma time: g^2 dt = 2 s_j^2 ln(s_j / s_(j+1)).
+
+    The step to sigma = 0 (where log time ends) is the mean update with g^2 dt = s_j^2, i.e. a
+    Tweedie denoise; returns the last mean. (The official code's fixed dt = 1/N differs from this by
+    the factor (N-1)/N on a geometric grid.)"""
+    counter, sig = _prepare(denoiser, x, sigmas)
+    for i in range(sig.shape[1] - 1):
+        s, s_next = sig[:, i], sig[:, i + 1]
+        if not (s > 0).any():
+            break
+        last = bool((s_next == 0).all())
+        g2dt = torch.where(s_next > 0, 2 * s**2 * torch.log(s / s_next.clamp(min=1e-30)), s**2)
+        score = (counter(x, s) - x) / append_dims(s, x.ndim) ** 2
+        mean = x + append_dims(g2dt, x.ndim) * score
+        x = mean if last else mean + append_dims(g2dt.sqrt() * (s_next > 0), x.ndim) * randn_like(x, generator)
+    return x, counter.nfe
+
+
+@torch.no_grad()
+def pf(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+    """Probability-flow ODE, Euler on the reverse-diffusion grid: x += (s_j^2 - s_(j+1)^2) s / 2."""
+    counter, sig = _prepare(denoiser, x, sigmas)
+    for i in range(sig.shape[1] - 1):
+        s, s_next = sig[:, i], sig[:, i + 1]
+        if not (s > 0).any():
+            break
+        score = (counter(x, s) - x) / append_dims(s, x.ndim) ** 2
+        x = x + 0.5 * append_dims(s**2 - s_next**2, x.ndim) * score
+    return x, counter.nfe
+
+
+@torch.no_grad()
+def rk45(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    generator=None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> tuple[torch.Tensor, int]:
+    """Adaptive RK45 (scipy `solve_ivp`) on the probability-flow ODE, the batch as one flat system.
+
+    Per sample, sigma(t) = s_end (s*/s_end)^t for t from 1 to 0, where s* = sigmas[:, 0] and s_end is
+    the last positive level, so dx/dt = (x - D(x, sigma)) ln(s*/s_end). If the schedule ends in 0,
+    one Euler step from s_end to 0 (x = D(x, s_end), 1 NFE) follows. NFE = evaluations used."""
+    from scipy.integrate import solve_ivp
+
+    counter, sig = _prepare(denoiser, x, sigmas)
+    pos = sig > 0
+    last_pos = pos.sum(dim=1) - 1
+    s_start = sig[:, 0].double()
+    s_end = sig.gather(1, last_pos[:, None]).squeeze(1).double()
+    log_ratio = (s_start / s_end).log()
+    shape, dtype, device = x.shape, x.dtype, x.device
+
+    def f(t: float, y: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
+        sigma = (s_end * torch.exp(t * log_ratio)).to(dtype=dtype, device=device)
+        dx = (xt - counter(xt, sigma)).double() * append_dims(log_ratio.to(device), len(shape))
+        return dx.reshape(-1).cpu().numpy()
+
+    if bool((log_ratio > 0).any()):
+        sol = solve_ivp(f, (1.0, 0.0), x.double().reshape(-1).cpu().numpy(), method="RK45", rtol=rtol, atol=atol)
+        if not sol.success:
+            raise DdmkitError(f"RK45 failed: {sol.message}; loosen --rtol/--atol or check the model")
+        x = torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=dtype).reshape(shape)
+    if bool((sig[:, -1] == 0).all()):
+        x = counter(x, s_end.to(dtype))
+    return x, counter.nfe
+
+
+@torch.no_grad()
+def ddim(
+    denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None, eta: float = 0.0
+) -> tuple[torch.Tensor, int]:
+    """DDIM (Song et al. 2021a) in sigma space: x' = D + s_down (x - D)/s + s_up z, with k-diffusion's
+    ancestral split s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)), s_down = sqrt(s'^2 - s_up^2),
+    which equals DDIM's sigma_t(eta) mapped to VE coordinates. eta = 0 is Euler in sigma."""
+    if eta < 0:
+        raise DdmkitError(f"eta must be >= 0, got {eta}")
+    counter, sig = _prepare(denoiser, x, sigmas)
+    for i in range(sig.shape[1] - 1):
+        s, s_next = sig[:, i], sig[:, i + 1]
+        den = counter(x, s)
+        s_up = torch.minimum(s_next, eta * (s_next**2 * (s**2 - s_next**2) / s**2).clamp(min=0).sqrt())
+        s_down = (s_next**2 - s_up**2).clamp(min=0).sqrt()
+        x = den + append_dims(s_down / s, x.ndim) * (x - den)
+        if eta > 0:
+            x = x + append_dims(s_up, x.ndim) * randn_like(x, generator)
+    return x, counter.nfe
+
+
+@torch.no_grad()
+def tweedie(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor | float) -> tuple[torch.Tensor, int]:
+    """The final Tweedie step of the DMCMC paper: y = x + sigma^2 s(x, sigma) = D(x, sigma) (1 NFE)."""
+    counter = NFECounter(denoiser)
+    return counter(x, sigma), counter.nfe
+
+
+INTEGRATORS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
+    "kar1": kar1,
+    "kar2": kar2,
+    "rd": rd,
+    "em": em,
+    "pf": pf,
+    "rk45": rk45,
+    "ddim": ddim,
+}
+STOCHASTIC = frozenset({"kar2", "rd", "em"})
+
+
+def get_integrator(name: str) -> Callable[..., tuple[torch.Tensor, int]]:
+    try:
+        return INTEGRATORS[name]
+    except KeyError:
+        raise DdmkitError(f"unknown integrator {name!r}; choose one of {', '.join(INTEGRATORS)}") from None

@@ -1,0 +1,1 @@
+"""Metrics: Frechet distance on features, attribute classifiers, evaluation of sample sets."""

@@ -1,0 +1,130 @@
+"""Frechet distance between Gaussians fitted to feature sets (the formula of FID).
+
+    FD = |mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2))
+
+`FeatureStats` accumulates the count, the feature sum and the sum of outer products in float64, so
+statistics from batches (or processes) combine by plain summation:
+
+    a = FeatureStats(); a.update(feats_1); a.update(feats_2)
+    d = frechet_distance(a, FeatureStats.from_features(reference_feats))
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import linalg
+
+from ..errors import DdmkitError
+
+
+class FeatureStats:
+    """Running sufficient statistics of D-dimensional features: n, sum x, sum x x^T (float64)."""
+
+    def __init__(self, dim: int | None = None) -> None:
+        self.count = 0
+        self.sum: np.ndarray | None = None
+        self.outer: np.ndarray | None = None
+        if dim is not None:
+            self.sum, self.outer = np.zeros(dim), np.zeros((dim, dim))
+
+    @property
+    def dim(self) -> int | None:
+        return None if self.sum is None else int(self.sum.shape[0])
+
+    @classmethod
+    def from_features(cls, features) -> "FeatureStats":
+        s = cls()
+        s.update(features)
+        return s
+
+    def update(self, features) -> "FeatureStats":
+        """Add a batch of features (N, D) (NumPy array or torch tensor)."""
+        if hasattr(features, "detach"):
+            features = features.detach().cpu().numpy()
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2:
+            raise DdmkitError(f"features must be a 2-D array (N, D), got shape {f.shape}")
+        if not np.isfinite(f).all():
+            raise DdmkitError("features contain NaN or infinite values; check the input images")
+        if self.sum is None:
+            self.sum, self.outer = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
+        if f.shape[1] != self.dim:
+            raise DdmkitError(f"feature dimension {f.shape[1]} does not match the statistics' {self.dim}")
+        self.count += f.shape[0]
+        self.sum += f.sum(axis=0)
+        self.outer += f.T @ f
+        return self
+
+    def merge(self, other: "FeatureStats") -> "FeatureStats":
+        """Add another accumulator's statistics into this one (e.g. from another process)."""
+        if other.sum is None:
+            return self
+        if self.sum is None:
+            self.sum, self.outer = np.zeros_like(other.sum), np.zeros_like(other.outer)
+        if other.dim != self.dim:
+            raise DdmkitError(f"cannot merge feature statistics of dimension {other.dim} into {self.dim}")
+        self.count += other.count
+        self.sum += other.sum
+        self.outer += other.outer
+        return self
+
+    @property
+    def mean(self) -> np.ndarray:
+        if not self.count:
+            raise DdmkitError("no features accumulated")
+        return self.sum / self.count
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Unbiased sample covariance (divides by n - 1), as numpy.cov and FID do."""
+        if self.count < 2:
+            raise DdmkitError(f"a covariance needs at least 2 feature vectors, got {self.count}")
+        mu = self.mean
+        c = (self.outer - self.count * np.outer(mu, mu)) / (self.count - 1)
+        return (c + c.T) / 2
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """Arrays for `np.savez` (count, sum, outer)."""
+        return {"count": np.array(self.count, np.int64), "sum": self.sum, "outer": self.outer}
+
+    @classmethod
+    def from_dict(cls, d) -> "FeatureStats":
+        s = cls()
+        s.count = int(d["count"])
+        s.sum, s.outer = np.array(d["sum"], np.float64), np.array(d["outer"], np.float64)
+        return s
+
+
+def frechet_distance_gaussians(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
+    """Frechet distance between N(mu1, cov1) and N(mu2, cov2), as in FID (Heusel et al. 2017)."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.shape[0],) * 2:
+        raise DdmkitError(f"mismatched Gaussian shapes: mu {mu1.shape}/{mu2.shape}, cov {cov1.shape}/{cov2.shape}")
+    diff = mu1 - mu2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sqrtm warns on (near-)singular products; handled below
+        covmean = linalg.sqrtm(cov1 @ cov2)
+        if not np.isfinite(covmean).all():
+            # the product is singular: offset both covariances slightly (as pytorch-fid does)
+            offset = np.eye(cov1.shape[0]) * eps
+            covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    if np.iscomplexobj(covmean):
+        # round-off gives tiny imaginary parts; a large one means the input is not a covariance
+        scale = max(np.abs(covmean).max(), 1e-12)
+        if np.abs(np.diagonal(covmean).imag).max() > 1e-3 * scale:
+            offset = np.eye(cov1.shape[0]) * eps
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+        covmean = covmean.real
+    fd = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
+    if not np.isfinite(fd):
+        raise DdmkitError("the Frechet distance is not finite; the feature statistics are degenerate")
+    return max(fd, 0.0)  # round-off can leave a tiny negative value for identical sets
+
+
+def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
+    """Frechet distance between the Gaussians fitted to two `FeatureStats`."""
+    return frechet_distance_gaussians(stats_a.mean, stats_a.cov, stats_b.mean, stats_b.cov)

@@ -1,0 +1,234 @@
+"""Train a DDPM (epsilon-prediction, 1000 linear-beta steps, EMA) `UNet2DModel`: `ddmkit train`.
+
+Resumable: every `checkpoint_every` steps the run directory gets an atomically replaced
+`checkpoint/` (raw and EMA weights in safetensors, optimizer state, step). The batch and noise of
+step k are functions of (seed, k) only, so an interrupted run that resumes reproduces the run that
+was not interrupted. The final model is a diffusers pipeline folder (`model_index.json`, `unet/`,
+`scheduler/`) holding the EMA weights, plus `training_config.json` and `train_log.csv`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .errors import DdmkitError
+from .io import atomic_write_json, replace_dir
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as `training_config.json`."""
+
+    data: str = "faces"  # "faces", "digits", or a folder of images
+    resolution: int = 32
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    steps: int = 8000
+    batch_size: int = 48
+    lr: float = 3e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 250
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    threads: int = 0  # 0: torch's default
+    notes: dict = field(default_factory=dict)
+
+
+def build_unet(cfg: TrainConfig, in_channels: int = 3):
+    from diffusers import UNet2DModel
+
+    if len(cfg.attention_levels) != len(cfg.block_out_channels):
+        raise DdmkitError("attention_levels needs one entry per block_out_channels entry")
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels))
+    return UNet2DModel(
+        sample_size=cfg.resolution,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=cfg.norm_num_groups,
+    )
+
+
+def build_scheduler(cfg: TrainConfig):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule="linear",
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        clip_sample=True,
+    )
+
+
+def make_batch_source(cfg: TrainConfig) -> tuple[Callable[[int], torch.Tensor], int]:
+    """A function step -> batch in [-1, 1] (deterministic in (seed, step)), and the channel count."""
+    if cfg.data == "faces":
+        from .data.faces import sample_faces, to_tensor_range
+
+        if cfg.resolution != 32:
+            raise DdmkitError("the synthetic faces are 32x32; use --resolution 32")
+
+        def faces_batch(step: int) -> torch.Tensor:
+            images, _ = sample_faces(cfg.batch_size, seed=(cfg.seed * 1_000_003 + step) % 2**63)
+            return torch.from_numpy(to_tensor_range(images))
+
+        return faces_batch, 3
+    from .data.folders import load_training_images
+
+    data = load_training_images(cfg.data, cfg.resolution)  # float32 (N, C, H, W) in [-1, 1]
+
+    def folder_batch(step: int) -> torch.Tensor:
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = rng.integers(0, len(data), size=cfg.batch_size)
+        batch = data[idx]
+        flip = rng.random(cfg.batch_size) < 0.5 if cfg.data != "digits" else np.zeros(cfg.batch_size, bool)
+        batch[flip] = batch[flip][..., ::-1]
+        return torch.from_numpy(np.ascontiguousarray(batch))
+
+    return folder_batch, int(data.shape[1])
+
+
+def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            if p.dtype.is_floating_point:
+                ema[name].mul_(decay).add_(p, alpha=1.0 - decay)
+            else:
+                ema[name].copy_(p)
+
+
+def _save_checkpoint(run: Path, model, ema, opt, step: int, cfg: TrainConfig) -> None:
+    tmp = run / "checkpoint.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "config": _config_json(cfg)}))
+    replace_dir(tmp, run / "checkpoint")
+
+
+def _config_json(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d["block_out_channels"] = list(cfg.block_out_channels)
+    d["attention_levels"] = list(cfg.attention_levels)
+    return d
+
+
+def _comparable(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in ("steps", "checkpoint_every", "threads", "notes")}
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True) -> Path:
+    """Train (or resume) into the run folder `out`; returns the folder of the final pipeline."""
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    batch_of, channels = make_batch_source(cfg)
+    model = build_unet(cfg, channels)
+    scheduler = build_scheduler(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start = 0
+    ckpt = run / "checkpoint"
+    if ckpt.exists():
+        state = json.loads((ckpt / "state.json").read_text())
+        if _comparable(state["config"]) != _comparable(_config_json(cfg)):
+            raise DdmkitError(
+                f"{run} holds a checkpoint of a different training config; use a new --out or the same settings"
+            )
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        ema = load_file(str(ckpt / "ema.safetensors"))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        start = int(state["step"])
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    log_path = run / "train_log.csv"
+    if start == 0 or not log_path.exists():
+        log_path.write_text("step,loss,lr,seconds\n")
+    else:  # drop log rows written after the checkpoint we resume from
+        rows = log_path.read_text().splitlines()
+        kept = [rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]
+        log_path.write_text("\n".join(kept) + "\n")
+    (run / "training_config.json").write_text(json.dumps(_config_json(cfg), indent=2))
+    model.train()
+    t0 = time.time()
+    running = None
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
+    for step in bar:
+        x0 = batch_of(step)
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
+        t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = torch.nn.functional.mse_loss(model(xt, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+        if (step + 1) % 25 == 0:
+            with open(log_path, "a") as f:
+                f.write(f"{step + 1},{running:.6f},{lr:.3g},{time.time() - t0:.1f}\n")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            _save_checkpoint(run, model, ema, opt, step + 1, cfg)
+    return export_pipeline(run, cfg, ema, channels)
+
+
+def export_pipeline(run: Path, cfg: TrainConfig, ema: dict[str, torch.Tensor], channels: int) -> Path:
+    """Write the EMA weights as a diffusers DDPM pipeline folder `run/model` (atomically)."""
+    model = build_unet(cfg, channels)
+    model.load_state_dict(ema)
+    tmp = run / "model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp / "unet", safe_serialization=True)
+    build_scheduler(cfg).save_pretrained(tmp / "scheduler")
+    atomic_write_json(
+        tmp / "model_index.json",
+        {
+            "_class_name": "DDPMPipeline",
+            "_diffusers_version": _diffusers_version(),
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "unet": ["diffusers", "UNet2DModel"],
+        },
+    )
+    shutil.copy(run / "training_config.json", tmp / "training_config.json")
+    replace_dir(tmp, run / "model")
+    return run / "model"
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
