@@ -1,0 +1,131 @@
+"""Sample folders: resumable per-batch parts, the merged `samples.npz`, PNGs, grid and manifest.
+
+Layout of an output folder DIR:
+    DIR/parts/part-<first>-<last>.npz   indices + samples of one finished batch (atomic writes)
+    DIR/parts/settings.json             what the parts were made with; a resumed run must match
+    DIR/samples.npz                     array `x` (N, ...) float32 in the model's data range, `index`
+    DIR/images/000000.png ..., DIR/grid.png   for image models
+    DIR/manifest.json                   settings, seed, measured NFE per sample
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import DdmkitError
+from .io import atomic_save_npz, atomic_write_bytes, atomic_write_json
+
+
+class PartStore:
+    """Finished batches of a run, one file each, so an interrupted run resumes where it stopped."""
+
+    def __init__(self, out: str | os.PathLike, settings: dict):
+        self.out = Path(out)
+        self.dir = self.out / "parts"
+        self.settings = json.loads(json.dumps(settings))
+        settings_file = self.dir / "settings.json"
+        if settings_file.is_file():
+            old = json.loads(settings_file.read_text())
+            if old != self.settings:
+                diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+                raise DdmkitError(
+                    f"{self.out} holds an unfinished run with other settings ({', '.join(diff)}); "
+                    "rerun the same command to resume, or choose a new --out"
+                )
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "settings.json").is_file():
+            atomic_write_json(self.dir / "settings.json", self.settings)
+
+    def remove(self) -> None:
+        """Delete the parts once the merged output is written."""
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def done_indices(self) -> set[int]:
+        done: set[int] = set()
+        if self.dir.is_dir():
+            for f in sorted(self.dir.glob("part-*.npz")):
+                with np.load(f) as z:
+                    done.update(int(i) for i in z["index"])
+        return done
+
+    def write(self, indices: Iterable[int], x: np.ndarray, **extra: np.ndarray) -> None:
+        idx = np.asarray(list(indices), dtype=np.int64)
+        atomic_save_npz(self.dir / f"part-{idx.min():08d}-{idx.max():08d}.npz", index=idx, x=x.astype(np.float32), **extra)
+
+    def gather(self, wanted: Iterable[int]) -> dict[str, np.ndarray]:
+        """All parts merged and ordered by index; fails if any wanted index is missing."""
+        arrays: dict[str, list[np.ndarray]] = {}
+        for f in sorted(self.dir.glob("part-*.npz")):
+            with np.load(f) as z:
+                for k in z.files:
+                    arrays.setdefault(k, []).append(z[k])
+        if not arrays:
+            raise DdmkitError(f"no finished samples in {self.dir}")
+        merged = {k: np.concatenate(v) for k, v in arrays.items()}
+        order = np.argsort(merged["index"], kind="stable")
+        merged = {k: v[order] for k, v in merged.items()}
+        idx = merged["index"]
+        _, first = np.unique(idx, return_index=True)  # a batch written twice (e.g. killed mid-rename)
+        merged = {k: v[first] for k, v in merged.items()}
+        wanted = np.asarray(sorted(set(int(i) for i in wanted)), dtype=np.int64)
+        missing = np.setdiff1d(wanted, merged["index"])
+        if len(missing):
+            raise DdmkitError(f"{len(missing)} samples are missing from {self.dir}; rerun the command to finish them")
+        keep = np.isin(merged["index"], wanted)
+        return {k: v[keep] for k, v in merged.items()}
+
+
+def to_uint8(x: np.ndarray, data_range: tuple[float, float]) -> np.ndarray:
+    """(N, C, H, W) in data_range -> uint8 (N, H, W, C), rounded."""
+    lo, hi = data_range
+    u = np.clip(np.round((x - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+    return u.transpose(0, 2, 3, 1)
+
+
+def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
+    """uint8 (N, H, W, C) -> one uint8 image with the samples tiled row by row."""
+    n, h, w, c = images.shape
+    ncols = ncols or max(1, int(math.ceil(math.sqrt(n))))
+    nrows = int(math.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, ncols)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = im
+    return grid
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray, scale: int = 1) -> None:
+    """Write a uint8 (H, W, C) image as PNG atomically; C = 1 is saved as grey."""
+    import io
+
+    from PIL import Image
+
+    im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_sample_folder(out: str | os.PathLike, x: np.ndarray, index: np.ndarray, manifest: dict,
+                        data_range: tuple[float, float] | None, is_image: bool, extra: dict | None = None) -> None:
+    """samples.npz, PNGs + grid for images, then manifest.json last (its presence means done)."""
+    out = Path(out)
+    atomic_save_npz(out / "samples.npz", x=x.astype(np.float32), index=index.astype(np.int64), **(extra or {}))
+    if is_image and data_range is not None:
+        u8 = to_uint8(x, data_range)
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        for i, im in zip(index, u8):
+            save_png(out / "images" / f"{int(i):06d}.png", im)
+        save_png(out / "grid.png", image_grid(u8[:64]), scale=2)
+    atomic_write_json(out / "manifest.json", manifest)
