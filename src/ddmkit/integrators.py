@@ -118,7 +118,7 @@ def randn_like(x: torch.Tensor, generator=None) -> torch.Tensor:
 
 
 def _prepare(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> tuple[NFECounter, torch.Tensor]:
-    return NFECounter(denoiser), as_rows(sigmas, x.shape[0]).to(x.device)
+    return NFECounter(denoiser), as_rows(sigmas, x.shape[0], x.dtype).to(x.device)
 
 
 def _d(counter: NFECounter, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

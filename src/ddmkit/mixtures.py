@@ -116,6 +116,8 @@ class GMMDenoiser(Denoiser):
     """The exact denoiser of a `GaussianMixture` (see the module docstring)."""
 
     def __init__(self, mixture: GaussianMixture, sigma_min: float = 0.002, sigma_max: float = 80.0, name: str = "gmm"):
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
+            raise ModelLoadError(f"mixture needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.mixture = mixture
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.sample_shape = (mixture.dim,)
@@ -144,7 +146,10 @@ def load_mixture(path: str | os.PathLike) -> tuple[GaussianMixture, dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"mixture file {path} is not valid JSON ({e.__class__.__name__} at {getattr(e, 'pos', '?')})") from None
     mixture = GaussianMixture.from_json(obj)
-    extra = {k: float(obj[k]) for k in ("sigma_min", "sigma_max") if k in obj}
+    try:
+        extra = {k: float(obj[k]) for k in ("sigma_min", "sigma_max") if k in obj}
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"mixture file {path}: sigma_min and sigma_max must be numbers") from None
     return mixture, extra
 
 
@@ -169,6 +174,5 @@ def frechet_to_mixture(x: torch.Tensor, mixture: GaussianMixture) -> float:
     x = x.double().numpy()
     mu1, c1 = x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
     mu2, c2 = mixture.mean().numpy(), mixture.covariance().numpy()
-    covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
-    covmean = np.real(covmean)
+    covmean = np.real(linalg.sqrtm(c1 @ c2))
     return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean))

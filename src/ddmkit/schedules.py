@@ -82,11 +82,13 @@ def vp_timestep_sigmas(discrete_sigmas: torch.Tensor, steps: int, sigma_start: t
     return torch.cat([table[ts], torch.zeros(len(s), 1, dtype=torch.float64)], dim=1).float()
 
 
-def as_rows(sigmas: torch.Tensor, batch: int) -> torch.Tensor:
-    """A schedule (N,) or (B, N) as (B, N); checks it is finite, non-negative and non-increasing."""
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
+def as_rows(sigmas: torch.Tensor, batch: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A schedule (N,), (1, N) or (B, N) as (B, N); checks it is finite, non-negative, non-increasing."""
+    sigmas = torch.as_tensor(sigmas).to(dtype)
     if sigmas.ndim == 1:
-        sigmas = sigmas[None].expand(batch, -1)
+        sigmas = sigmas[None]
+    if sigmas.ndim == 2 and sigmas.shape[0] == 1:
+        sigmas = sigmas.expand(batch, -1)
     if sigmas.ndim != 2 or sigmas.shape[0] != batch:
         raise DdmkitError(f"sigmas must have shape (N,) or ({batch}, N), got {tuple(sigmas.shape)}")
     if sigmas.shape[1] < 2:

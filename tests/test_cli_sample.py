@@ -1,0 +1,148 @@
+"""`ddmkit sample`: outputs, manifest, resume after interruption, and bad input (exit 2, nothing written)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ddmkit.cli import main
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_sample_gmm_writes_npz_and_manifest(tmp_path, mixture_json, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(["sample", "--model", f"gmm:{mixture_json}", "--integrator", "kar1", "--steps", "6",
+                               "--num", "10", "--batch-size", "4", "--seed", "3", "--out", out, "--quiet"], capsys)
+    assert code == 0, stdout
+    x = np.load(out / "samples.npz")["x"]
+    assert x.shape == (10, 2) and x.dtype == np.float32 and np.isfinite(x).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["nfe_per_sample"] == 2 * 6 - 3 + 1  # Heun grid + Tweedie, measured
+    assert manifest["seed"] == 3 and manifest["integrator"] == "kar1" and manifest["num"] == 10
+    assert not (out / "parts").exists()
+
+
+def test_sample_diffusers_folder_writes_images(tmp_path, unet_folder, capsys):
+    out = tmp_path / "img"
+    code, _, err = run_cli(["sample", "--model", unet_folder, "--integrator", "ddim", "--steps", "2", "--num", "3",
+                            "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    x = np.load(out / "samples.npz")["x"]
+    assert x.shape == (3, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert (out / "grid.png").is_file()
+    assert json.loads((out / "manifest.json").read_text())["nfe_per_sample"] == 3
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, mixture_json, capsys, monkeypatch):
+    args = ["sample", "--model", f"gmm:{mixture_json}", "--integrator", "kar2", "--steps", "5", "--num", "11",
+            "--batch-size", "3", "--out"]
+    code, _, _ = run_cli(args + [tmp_path / "whole", "--quiet"], capsys)
+    assert code == 0
+    from ddmkit import outputs
+
+    real_write, calls = outputs.PartStore.write, []
+
+    def flaky_write(self, indices, x, **extra):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if killed after two batches
+        calls.append(list(indices))
+        real_write(self, indices, x, **extra)
+
+    monkeypatch.setattr(outputs.PartStore, "write", flaky_write)
+    code, _, err = run_cli(args + [tmp_path / "cut", "--quiet"], capsys)
+    assert code == 130 and "resume" in err
+    assert not (tmp_path / "cut" / "manifest.json").exists()
+    monkeypatch.setattr(outputs.PartStore, "write", real_write)
+    code, _, _ = run_cli(args + [tmp_path / "cut", "--quiet"], capsys)
+    assert code == 0
+    whole = np.load(tmp_path / "whole" / "samples.npz")
+    resumed = np.load(tmp_path / "cut" / "samples.npz")
+    assert list(resumed["index"]) == list(range(11))
+    np.testing.assert_allclose(resumed["x"], whole["x"], rtol=1e-6, atol=1e-6)
+    assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["resumed_with_done"] == 6
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, mixture_json, capsys, monkeypatch):
+    out = tmp_path / "r"
+    (out / "parts").mkdir(parents=True)
+    (out / "parts" / "settings.json").write_text(json.dumps({"command": "sample", "steps": 99}))
+    code, _, err = run_cli(["sample", "--model", f"gmm:{mixture_json}", "--out", out], capsys)
+    assert code == 2 and "other settings" in err
+
+
+def corrupt_folder(tmp_path, unet_folder, kind):
+    bad = tmp_path / kind
+    shutil.copytree(unet_folder, bad)
+    if kind == "config":
+        (bad / "unet" / "config.json").write_text("{not json")
+    elif kind == "truncated":
+        w = bad / "unet" / "diffusion_pytorch_model.safetensors"
+        w.write_bytes(w.read_bytes()[:1000])
+    elif kind == "noweights":
+        (bad / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    return bad
+
+
+@pytest.mark.parametrize(
+    "case, extra, message",
+    [
+        ("integrator", ["--integrator", "heun9"], "unknown integrator 'heun9'"),
+        ("steps", ["--steps", "0"], "--steps must be >= 1"),
+        ("kar-steps", ["--integrator", "kar1", "--steps", "1"], "needs --steps >= 2"),
+        ("num", ["--num", "0"], "--num"),
+        ("option", ["--integrator", "kar1", "--eta", "1"], "applies to ddim only"),
+    ],
+)
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path, mixture_json, capsys, case, extra, message):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["sample", "--model", f"gmm:{mixture_json}", "--out", out, *extra], capsys)
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "not valid JSON"),
+        ('{"weights": [1, 2]}', "needs"),
+        ('{"weights": [1], "means": [[0, 0]], "stds": [[1]]}', "shape of 'means'"),
+        ('{"weights": [-1], "means": [[0]], "stds": [[1]]}', "weights must be > 0"),
+        ('{"weights": [1], "means": [[0]], "stds": [[0]]}', "stds must be > 0"),
+        ('{"weights": [1], "means": [[0]], "stds": [[1]], "sigma_min": -1}', "0 < sigma_min"),
+        ('{"weights": ["a"], "means": [[0]], "stds": [[1]]}', "lists of numbers"),
+    ],
+)
+def test_malformed_mixture_json(tmp_path, capsys, content, message):
+    path = tmp_path / "m.json"
+    path.write_text(content)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["sample", "--model", f"gmm:{path}", "--out", out], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind, message", [("config", "not a readable JSON"), ("truncated", "truncated"),
+                                           ("noweights", "no diffusion_pytorch_model")])
+def test_corrupt_model_folder(tmp_path, unet_folder, capsys, kind, message):
+    bad = corrupt_folder(tmp_path, unet_folder, kind)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["sample", "--model", bad, "--out", out], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_missing_model_and_hub_id(tmp_path, capsys):
+    code, _, err = run_cli(["sample", "--model", tmp_path / "nothing", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "not found" in err
+    code, _, err = run_cli(["sample", "--model", "google/ddpm-cifar10-32", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "never downloads" in err
+    assert not (tmp_path / "o").exists()
