@@ -18,6 +18,10 @@ COMMAND_MODULES = (
     "data",
     "train",
     "evaluate",
+    "boundary",
+    "mixing_step",
+    "edit",
+    "control",
 )
 
 

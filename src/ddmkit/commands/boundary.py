@@ -1,0 +1,198 @@
+"""`ddmkit boundary`: fit BoundaryDiffusion boundaries (z and h SVMs) from labelled images; show, list."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import DdmkitError
+
+FIT_EXAMPLE = "example: ddmkit boundary fit --faces 200 --attribute smiling --out boundaries/smiling.safetensors"
+
+
+def add_label_arguments(p: argparse.ArgumentParser) -> None:
+    """The three sources of labelled images (shared with `ddmkit mixing-step`)."""
+    g = p.add_argument_group("labelled images (choose one source)")
+    g.add_argument("--faces", type=int, metavar="N",
+                   help="N synthetic faces, balanced (N/2 with --attribute, N/2 without)")
+    g.add_argument("--images", metavar="DIR", help="a folder of images, labelled by --labels")
+    g.add_argument("--labels", metavar="CSV",
+                   help="label table for --images: a CSV with a header (a file column + one column per "
+                   "attribute, values 0/1 or -1/+1), or CelebA's list_attr_celeba.txt")
+    g.add_argument("--positive", metavar="DIR", help="images with the attribute / matching the prompt")
+    g.add_argument("--negative", metavar="DIR", help="images without it (with --positive)")
+    g.add_argument("--attribute", metavar="NAME",
+                   help="attribute (a face attribute with --faces, a column of --labels); with "
+                   "--positive/--negative a free name for the boundary, e.g. the prompt")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the faces (offset from a fixed base) and of the train/test split (default: 0)")
+
+
+def add_inversion_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-inv", type=int, default=40, help="DDIM inversion grid points N (N-1 NFE per image; default: 40)")
+    p.add_argument("--h-source", choices=("last", "tm"), default="last",
+                   help="h from the last inversion call (official; default) or read at (z, t_m) with 1 extra NFE")
+    p.add_argument("--test", default="0.5",
+                   help="held-out images for the test accuracy: a fraction < 1 or a count (default: 0.5)")
+    p.add_argument("--C", type=float, default=1.0, help="SVM C (default: 1, sklearn's default as in the official code)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--hspace-module", default="mid_block",
+                   help="dotted path of the network's bottleneck module (default: mid_block, diffusers UNet2DModel)")
+
+
+def parse_test(text: str) -> int | float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise DdmkitError(f"--test must be a fraction < 1 or a count, got {text!r}") from None
+    if v < 0:
+        raise DdmkitError(f"--test must be >= 0, got {text}")
+    return v if v < 1 else int(v)
+
+
+def load_labelled(args: argparse.Namespace, denoiser):
+    """(images, labels, description, attribute name) from the chosen source; validates the arguments."""
+    from ..denoisers import unwrap
+    from ..editing.labelled import FIT_FACES_SEED, labelled_faces, labelled_folder, labelled_two_folders
+
+    shape = tuple(unwrap(denoiser).sample_shape)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise DdmkitError(f"boundaries need a square image model; this one has samples of shape {shape}")
+    channels, res = shape[0], shape[1]
+    sources = [s for s, on in (("--faces", args.faces is not None), ("--images", args.images is not None),
+                               ("--positive/--negative", args.positive is not None or args.negative is not None)) if on]
+    if len(sources) != 1:
+        raise DdmkitError("give exactly one source of labelled images: --faces N, --images DIR --labels CSV, "
+                          "or --positive DIR --negative DIR" + (f" (got {' and '.join(sources)})" if sources else ""))
+    if args.faces is not None:
+        if not args.attribute:
+            raise DdmkitError("--faces needs --attribute (smiling, eyeglasses, dark_hair, round_face, open_eyes, warm_background)")
+        x, y, info = labelled_faces(args.faces, args.attribute, seed=FIT_FACES_SEED + args.seed, resolution=res, channels=channels)
+        return x, y, info, args.attribute
+    if args.images is not None:
+        if not args.labels or not args.attribute:
+            raise DdmkitError("--images needs --labels CSV and --attribute NAME (a column of the CSV)")
+        x, y, info = labelled_folder(args.images, args.labels, args.attribute, resolution=res, channels=channels)
+        return x, y, info, args.attribute
+    if not (args.positive and args.negative):
+        raise DdmkitError("--positive and --negative go together: give both folders")
+    x, y, info = labelled_two_folders(args.positive, args.negative, resolution=res, channels=channels)
+    name = args.attribute or Path(args.positive).name
+    return x, y, info, name
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "boundary",
+        help="fit semantic boundaries (z and h SVMs at a mixing step) from labelled images; show, list",
+        description="BoundaryDiffusion boundaries: `fit` inverts labelled images to t_m and fits linear SVMs on "
+        "z = x_{t_m} and on the UNet bottleneck h; `show` prints a boundary's metadata; `list` the shipped ones.",
+        epilog=FIT_EXAMPLE,
+    )
+    bsub = p.add_subparsers(dest="action", metavar="ACTION")
+    f = bsub.add_parser(
+        "fit",
+        help="fit a boundary pair (z and h) for one attribute",
+        description="Invert labelled images to t_m by DDIM (N_inv grid points, eta = 0), then fit "
+        "SVC(kernel='linear', C) on flattened z and on h, holding out --test images for the test accuracy "
+        "(the quality indicator: training accuracy is ~1 whenever dims >> images). Writes OUT (.safetensors: "
+        "unit normals, raw coefficients, intercepts, metadata) and OUT with .json (the metadata, readable). "
+        "The recommended editing distance stored per space, used by `ddmkit edit` when --distance is not "
+        "given, is the 95th percentile of |<x, n>| over the training latents.",
+        epilog=FIT_EXAMPLE + "\n  ddmkit boundary fit --images data/faces/images --labels data/faces/labels.csv "
+        "--attribute eyeglasses --out eyeglasses.safetensors\n  ddmkit boundary fit --positive red_cars/ "
+        "--negative cars/ --attribute 'red car' --out red.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from .sample import add_model_argument
+
+    add_model_argument(f)
+    add_label_arguments(f)
+    f.add_argument("--t-m", type=int, default=None,
+                   help="mixing step (default: T/2, i.e. 500 for 1000-step models; see `ddmkit mixing-step`)")
+    add_inversion_arguments(f)
+    f.add_argument("--out", required=True, help="boundary file to write (.safetensors; a .json copy of the metadata beside it)")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=run_fit)
+    s = bsub.add_parser("show", help="print a boundary's metadata as JSON",
+                        description="Print the metadata of a boundary file or shipped name as JSON.",
+                        epilog="example: ddmkit boundary show smiling")
+    s.add_argument("boundary", help="a boundary file or the name of a shipped boundary")
+    s.set_defaults(func=run_show)
+    ls = bsub.add_parser("list", help="list the boundaries shipped for the default model",
+                         description="List the shipped boundaries with their t_m and test accuracies.",
+                         epilog="example: ddmkit boundary list")
+    ls.set_defaults(func=run_list)
+    p.set_defaults(func=_missing)
+
+
+def _missing(args: argparse.Namespace) -> int:
+    raise DdmkitError("name an action: 'ddmkit boundary fit ...', 'ddmkit boundary show B' or 'ddmkit boundary list'")
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from ..editing.boundaries import fit_boundaries, save_boundary
+    from ..editing.ddim import EpsModel, ddim_grid
+    from ..editing.hspace import resolve_module, find_network
+    from ..models.loading import load_model
+    from .sample import resolve_device
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    if out.exists() and not args.overwrite:
+        raise DdmkitError(f"{out} exists; choose another --out or add --overwrite")
+    if out.exists() and out.is_dir():
+        raise DdmkitError(f"{out} is a folder; give a file name for --out")
+    n_test = parse_test(args.test)
+    if args.batch_size < 1:
+        raise DdmkitError("--batch-size must be >= 1")
+    denoiser = load_model(args.model, device=resolve_device(args.device))
+    with EpsModel(denoiser, args.hspace_module) as m:
+        T = m.num_timesteps
+    resolve_module(find_network(denoiser), args.hspace_module)
+    t_m = args.t_m if args.t_m is not None else T // 2
+    if not 1 <= t_m < T:
+        raise DdmkitError(f"--t-m must be in 1..{T - 1}, got {t_m}")
+    ddim_grid(t_m, args.n_inv)
+    x, y, info, name = load_labelled(args, denoiser)
+    t0 = time.time()
+    b = fit_boundaries(denoiser, x, y, attribute=name, t_m=t_m, n_inv=args.n_inv, h_source=args.h_source,
+                       n_test=n_test, C=args.C, seed=args.seed, batch_size=args.batch_size,
+                       hspace_module=args.hspace_module, data=info, progress=not args.quiet)
+    b.meta["model_spec"] = args.model
+    b.meta["seconds"] = round(time.time() - t0, 3)
+    path = save_boundary(out, b)
+    parts = []
+    for s, bd in b.spaces.items():
+        te = bd.stats.get("test_accuracy")
+        parts.append(f"{s}: train acc {bd.stats['train_accuracy']:.3f}, test acc "
+                     f"{'n/a' if te is None else f'{te:.3f}'}, d_rec {bd.recommended_distance:.3g}, "
+                     f"SVM {bd.stats['fit_seconds']:.2f} s")
+    print(f"{name} at t_m = {t_m} ({b.meta['n_images']} images, {b.spaces['z'].stats['n_test']} held out): "
+          + "; ".join(parts) + f" -> {path}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from ..editing.boundaries import resolve_boundary
+
+    b = resolve_boundary(args.boundary)
+    print(json.dumps({"path": b.path, **b.full_meta()}, indent=2))
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from ..editing.boundaries import read_boundary_file, shipped_boundaries
+
+    shipped = shipped_boundaries()
+    if not shipped:
+        print("no shipped boundaries (they are fitted by scripts/fit_default_boundaries.sh)")
+        return 0
+    for name, path in shipped.items():
+        b = read_boundary_file(path)
+        acc = ", ".join(f"{s} test acc {bd.stats.get('test_accuracy', float('nan')):.3f}" for s, bd in b.spaces.items())
+        print(f"{name:18s} t_m = {b.t_m:4d}, N_inv = {b.n_inv}, {acc}")
+    return 0
