@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mixing_step",
     "edit",
     "control",
+    "convert",
 )
 
 

@@ -1,19 +1,34 @@
-"""`--model` resolution: the shipped models, exact mixtures, and local diffusers folders.
+"""`--model` resolution: the shipped models, exact mixtures, diffusers folders and raw checkpoints.
 
-    load_model("default")            # the shipped faces DDPM (also what None means)
-    load_model("digits")             # the shipped digits DDPM
-    load_model("gmm:mix.json")       # an exact Gaussian mixture
-    load_model("path/to/folder")     # a diffusers folder: pipeline (unet/ + scheduler/) or bare UNet
+    load_model("default")                                   # the shipped faces DDPM (also what None means)
+    load_model("digits")                                    # the shipped digits DDPM
+    load_model("gmm:mix.json")                              # an exact Gaussian mixture
+    load_model("path/to/folder")                            # a diffusers folder (pipeline or bare UNet)
+    load_model("google/ddpm-cifar10-32")                    # a hub id: only from the local HF cache
+    load_model("score-sde:checkpoint_24.pth@cifar10_ncsnpp_continuous")   # score_sde VE NCSN++
+    load_model("ddpm:celeba_hq.ckpt@celeba_hq")             # SDEdit / DiffusionCLIP / DDIM DDPM
+    load_model("guided:afhqdog_p2.pt@afhqdog_p2")           # iDDPM / ADM (guided-diffusion)
 
-Everything is local: nothing is downloaded. Weights load from safetensors (or a pickle-free
-`.bin` through `torch.load(weights_only=True)`).
+The scheduler config picks the parametrisation: DDPMScheduler / DDIMScheduler (VP epsilon, data in
+[-1, 1]) -> `VPEpsDenoiser`; ScoreSdeVeScheduler (VE score with Fourier sigma embedding, data in
+[0, 1]; the network centres its input itself) -> `VEScoreDenoiser`. Raw checkpoints are converted in
+memory on every load; `ddmkit convert` writes the diffusers folder once (`save_diffusers_folder`).
+
+Offline by design: nothing is downloaded and `from_pretrained` is never called with a hub id. A
+hub id is looked up only in the local Hugging Face cache; weights load from safetensors or through
+`torch.load(weights_only=True)`, so a file that would need arbitrary code to unpickle is refused.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
+import re
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -23,6 +38,10 @@ from ..errors import ModelLoadError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {"default": "faces", "faces": "faces", "digits": "digits"}
 _SHIPPED_DOMAIN = {"faces": "faces", "digits": "digits"}
+RAW_FORMATS = ("score-sde", "ddpm", "guided")
+VP_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
+VE_SCHEDULERS = ("ScoreSdeVeScheduler",)
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
 def shipped_model_dir(name: str) -> Path:
@@ -47,15 +66,118 @@ def load_model(spec: str | None = "default", *, device: str | torch.device = "cp
         den.name = spec if spec != "faces" else "default"
         den.domain = _SHIPPED_DOMAIN[SHIPPED[spec]]
         return den
+    raw = parse_raw_spec(spec)
+    if raw is not None:
+        fmt, path, config = raw
+        return load_raw_checkpoint(fmt, path, config, device=device, timestep_mode=timestep_mode)
     path = Path(spec).expanduser()
     if path.exists():
         return load_diffusers_folder(path, device=device, timestep_mode=timestep_mode)
-    if "/" in spec and not spec.startswith((".", "/", "~")) and spec.count("/") == 1:
+    if _looks_like_hub_id(spec):
+        cached = hub_cache_snapshot(spec)
+        if cached is not None:
+            den = load_diffusers_folder(cached, device=device, timestep_mode=timestep_mode)
+            den.name = spec
+            return den
         raise ModelLoadError(
-            f"{spec!r} is not a local folder and ddmkit never downloads; fetch it elsewhere "
-            f"(e.g. `huggingface-cli download {spec} --local-dir DIR`) and pass --model DIR"
+            f"{spec!r} is a Hugging Face hub id, but no local copy was found and ddmkit never downloads. "
+            f"On a machine with internet run `huggingface-cli download {spec} --local-dir models/{spec.split('/')[1]}`, "
+            f"copy that folder here and pass --model models/{spec.split('/')[1]} (or fill the HF cache "
+            f"{hub_cache_dir()} and pass the id)"
         )
-    raise ModelLoadError(f"model {spec!r} not found: give 'default', 'digits', gmm:PATH.json or a diffusers folder")
+    raise ModelLoadError(
+        f"model {spec!r} not found: give 'default', 'digits', gmm:PATH.json, a diffusers folder, or a raw checkpoint "
+        "as score-sde:PATH.pth@CONFIG, ddpm:PATH.ckpt@CONFIG or guided:PATH.pt@CONFIG (configs: `ddmkit convert --list`)"
+    )
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec) is not None and not spec.startswith(".")
+
+
+def parse_raw_spec(spec: str) -> tuple[str, Path, str] | None:
+    """`FORMAT:PATH@CONFIG` -> (format, path, config); None when `spec` names no raw format."""
+    fmt, sep, rest = spec.partition(":")
+    if not sep or fmt not in RAW_FORMATS:
+        return None
+    path, at, config = rest.rpartition("@")
+    if not at or not path or not config:
+        from .configs import arch_names
+
+        raise ModelLoadError(
+            f"--model {spec!r}: write {fmt}:PATH@CONFIG, e.g. {fmt}:{rest or 'model.pth'}@{arch_names(fmt)[0]} "
+            f"(configs for {fmt}: {', '.join(arch_names(fmt))})"
+        )
+    return fmt, Path(path).expanduser(), config
+
+
+# ---------------------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------------------
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """The object in a weights file: safetensors, or a pickle-free torch file (`weights_only=True`).
+
+    Tensors, dicts, lists, tuples, numbers and strings load (score_sde's {model, ema, optimizer, step}
+    does); anything that needs a class or function from some module to unpickle is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises SafetensorError / OSError on truncated files
+            raise ModelLoadError(f"{path} is truncated or not a safetensors file ({e.__class__.__name__}); re-copy it") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)|global[^\n]*?[`'\"]([\w.]+)[`'\"]", str(e))
+        what = next((g for g in (found.groups() if found else ()) if g), None)
+        if what or "weights_only" in str(e) or "Unsupported" in str(e):
+            raise ModelLoadError(
+                f"{path} needs arbitrary code to unpickle ({what or 'a non-tensor object'}); ddmkit only reads "
+                "tensors, numbers and containers (torch.load weights_only=True) or safetensors. Re-save only the "
+                "state dict (torch.save(model.state_dict(), ...)) where you trust the file"
+            ) from None
+        raise ModelLoadError(f"{path} is truncated or not a PyTorch checkpoint (unpickling failed: {e}); re-copy it") from None
+    except Exception as e:  # RuntimeError (zip central directory), EOFError, ...
+        raise ModelLoadError(
+            f"{path} is truncated or not a PyTorch checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
+            "re-copy it"
+        ) from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return home / "hub"
+
+
+def hub_cache_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub model in the HF cache (refs/main, else the newest), or None."""
+    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    snaps = repo / "snapshots"
+    if not snaps.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        cand = snaps / ref.read_text().strip()
+        if cand.is_dir():
+            return cand
+    dirs = sorted((d for d in snaps.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    return dirs[-1] if dirs else None
 
 
 def _read_json(path: Path) -> dict:
@@ -82,44 +204,119 @@ def _find_scheduler_config(folder: Path) -> dict | None:
     return None
 
 
-def _load_unet(unet_dir: Path, device):
+# ---------------------------------------------------------------------------------------------------
+# networks
+# ---------------------------------------------------------------------------------------------------
+
+def unet_classes() -> dict[str, type]:
     from diffusers import UNet2DModel
 
+    from .convert_score_sde import NCSNppResidualUNet2DModel
+
+    return {"UNet2DModel": UNet2DModel, "NCSNppResidualUNet2DModel": NCSNppResidualUNet2DModel}
+
+
+def build_unet(config: dict, source: str = "config") -> torch.nn.Module:
+    """A randomly initialised network from a diffusers config (its `_class_name` picks the class)."""
+    classes = unet_classes()
+    name = config.get("_class_name", "UNet2DModel")
+    if name not in classes:
+        raise ModelLoadError(f"{source} holds a {name}; ddmkit loads {' and '.join(classes)} networks")
+    try:
+        return classes[name].from_config({k: v for k, v in config.items() if k != "_class_name"})
+    except Exception as e:  # diffusers raises many kinds on a bad config
+        raise ModelLoadError(f"{source} is not a valid {name} config: {e}") from None
+
+
+def load_converted_state(unet: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                         original_key: Callable[[str], str] | None = None) -> None:
+    """Copy `state` into `unet` strictly; a missing, extra or mis-shaped key is a ModelLoadError naming it."""
+    own = unet.state_dict()
+    name = original_key or (lambda k: k)
+    missing = [name(k) for k in own if k not in state]
+    extra = [name(k) for k in state if k not in own]
+    shapes = [f"{name(k)} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    for what, items in (("is missing", missing), ("has unexpected keys", extra), ("has mis-shaped tensors", shapes)):
+        if items:
+            shown = ", ".join(items[:4]) + (f", ... ({len(items)} in all)" if len(items) > 4 else "")
+            raise ModelLoadError(f"{source} {what}: {shown}; is this the right config and an intact file?")
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(state[k].to(v.dtype))
+
+
+def _load_unet(unet_dir: Path, device) -> torch.nn.Module:
     cfg = _read_json(unet_dir / "config.json")
-    if cfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        raise ModelLoadError(f"{unet_dir} holds a {cfg.get('_class_name')}; ddmkit loads UNet2DModel folders")
-    weights = [unet_dir / n for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")]
-    weights = [w for w in weights if w.is_file()]
+    weights = [unet_dir / n for n in _WEIGHT_FILES if (unet_dir / n).is_file()]
     if not weights:
         raise ModelLoadError(f"{unet_dir} has config.json but no diffusion_pytorch_model.safetensors weights")
-    try:
-        unet = UNet2DModel.from_config(cfg)
-    except Exception as e:  # diffusers raises many kinds on a bad config
-        raise ModelLoadError(f"{unet_dir}/config.json is not a valid UNet2DModel config: {e}") from None
-    state = _load_state_dict(weights[0])
-    missing, unexpected = unet.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        what = f"missing keys {missing[:3]}{'...' if len(missing) > 3 else ''}" if missing else ""
-        what += (", " if what else "") + (f"unexpected keys {unexpected[:3]}" if unexpected else "")
-        raise ModelLoadError(f"{weights[0]} does not match its config.json: {what}")
+    unet = build_unet(cfg, f"{unet_dir}/config.json")
+    state = read_checkpoint(weights[0])
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{weights[0]} is not a state dict")
+    state = _rename_legacy_attention(unet, dict(state))
+    load_converted_state(unet, state, f"{weights[0]} (against its config.json)")
     return unet.to(device).eval()
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def _rename_legacy_attention(unet: torch.nn.Module, state: dict) -> dict:
+    """Early hub uploads (google/ddpm-*) name attention weights query/key/value/proj_attn; rename them as
+    diffusers' from_pretrained does for its deprecated attention blocks."""
+    table = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+    for path, module in unet.named_modules():
+        if getattr(module, "_from_deprecated_attn_block", False):
+            for old, new in table.items():
+                for p in ("weight", "bias"):
+                    if f"{path}.{old}.{p}" in state:
+                        state[f"{path}.{new}.{p}"] = state.pop(f"{path}.{old}.{p}")
+    return state
 
+
+# ---------------------------------------------------------------------------------------------------
+# denoisers
+# ---------------------------------------------------------------------------------------------------
+
+def denoiser_from_unet(unet: torch.nn.Module, sched_cfg: dict | None, *, name: str, timestep_mode: str = "nearest",
+                       source: str = "model") -> Denoiser:
+    """Wrap a network in the denoiser its scheduler config calls for (VP epsilon or VE score)."""
+    from .configs import bottleneck_module_name
+
+    cls = (sched_cfg or {}).get("_class_name", "DDPMScheduler")
+    size = unet.config.sample_size
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    shape = (unet.config.in_channels, *size)
+    if cls in VE_SCHEDULERS:
+        from ..denoisers import VEScoreDenoiser
+
+        if unet.config.get("time_embedding_type", "fourier") != "fourier":
+            raise ModelLoadError(
+                f"{source}: a ScoreSdeVeScheduler model must embed sigma with Fourier features "
+                f"(time_embedding_type 'fourier'), this one has {unet.config.get('time_embedding_type')!r}"
+            )
+        den: Denoiser = VEScoreDenoiser(
+            unet, sigma_min=float(sched_cfg.get("sigma_min", 0.01)), sigma_max=float(sched_cfg.get("sigma_max", 1348.0)),
+            sample_shape=shape, data_range=(0.0, 1.0), name=name,
+        )
+    elif cls in VP_SCHEDULERS:
+        from diffusers import DDPMScheduler
+
+        cfg = {k: v for k, v in (sched_cfg or {}).items() if not k.startswith("_")}
+        if cfg.get("prediction_type", "epsilon") != "epsilon":
+            raise ModelLoadError(f"{source}: prediction_type {cfg.get('prediction_type')!r} is not supported yet (epsilon only)")
         try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises SafetensorError / OSError on truncated files
-            raise ModelLoadError(f"{path} is truncated or not a safetensors file ({e.__class__.__name__}); re-copy it") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+            sched = DDPMScheduler.from_config(cfg)
+        except Exception as e:
+            raise ModelLoadError(f"{source}: bad scheduler config ({e})") from None
+        den = VPEpsDenoiser(unet, sched.alphas_cumprod, shape, timestep_mode=timestep_mode, name=name)
+    else:
         raise ModelLoadError(
-            f"{path} cannot be loaded safely ({e.__class__.__name__}); ddmkit only reads safetensors or "
-            "weights-only torch files: convert it to safetensors"
-        ) from None
+            f"{source}: scheduler {cls} is not supported; ddmkit reads {', '.join(VP_SCHEDULERS + VE_SCHEDULERS)} "
+            "folders (edit scheduler_config.json if the network is a DDPM epsilon or a VE score model)"
+        )
+    den.bottleneck = bottleneck_module_name(unet)
+    den.domain = None
+    return den
 
 
 def load_diffusers_folder(folder: str | os.PathLike, *, device="cpu", timestep_mode: str = "nearest") -> Denoiser:
@@ -130,46 +327,89 @@ def load_diffusers_folder(folder: str | os.PathLike, *, device="cpu", timestep_m
     unet_dir = _find_unet_dir(folder)
     sched_cfg = _find_scheduler_config(folder)
     unet = _load_unet(unet_dir, device)
-    cls = (sched_cfg or {}).get("_class_name", "DDPMScheduler")
-    size = unet.config.sample_size
-    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-    shape = (unet.config.in_channels, *size)
-    if cls == "ScoreSdeVeScheduler":
-        from ..denoisers import VEScoreDenoiser
-
-        den: Denoiser = VEScoreDenoiser(
-            unet, sigma_min=sched_cfg.get("sigma_min", 0.01), sigma_max=sched_cfg.get("sigma_max", 1348.0),
-            sample_shape=shape, data_range=(0.0, 1.0), name=str(folder),
-        )
-    else:
-        from diffusers import DDPMScheduler
-
-        cfg = dict(sched_cfg or {})
-        if cfg.get("prediction_type", "epsilon") != "epsilon":
-            raise ModelLoadError(f"{folder}: prediction_type {cfg.get('prediction_type')!r} is not supported yet (epsilon only)")
-        cfg.pop("_class_name", None)
-        sched = DDPMScheduler.from_config(cfg)
-        den = VPEpsDenoiser(unet, sched.alphas_cumprod, shape, timestep_mode=timestep_mode, name=str(folder))
+    den = denoiser_from_unet(unet, sched_cfg, name=str(folder), timestep_mode=timestep_mode, source=str(folder))
     den.folder = str(folder)
-    den.domain = None
     return den
+
+
+def convert_raw_checkpoint(fmt: str, path: str | os.PathLike, config: str, *, use_ema: bool = True):
+    """(network, Arch, info) for a raw checkpoint of format `fmt` ('score-sde', 'ddpm', 'guided')."""
+    if fmt == "score-sde":
+        from .convert_score_sde import convert_score_sde_checkpoint as convert
+    elif fmt == "ddpm":
+        from .convert_ddpm import convert_ddpm_checkpoint as convert
+    elif fmt == "guided":
+        from .convert_guided import convert_guided_checkpoint as convert
+    else:
+        raise ModelLoadError(f"unknown checkpoint format {fmt!r}; give one of {', '.join(RAW_FORMATS)}")
+    from .configs import get_arch
+
+    get_arch(config, fmt)  # a wrong config name fails before the (slow) read
+    return convert(path, config, use_ema=use_ema)
+
+
+def load_raw_checkpoint(fmt: str, path: str | os.PathLike, config: str, *, device="cpu", timestep_mode: str = "nearest",
+                        use_ema: bool = True) -> Denoiser:
+    """A raw score_sde / DDPM / ADM checkpoint, converted in memory, as a denoiser."""
+    unet, arch, info = convert_raw_checkpoint(fmt, path, config, use_ema=use_ema)
+    unet = unet.to(device).eval()
+    den = denoiser_from_unet(unet, arch.scheduler, name=f"{fmt}:{Path(path).name}@{config}",
+                             timestep_mode=timestep_mode, source=str(path))
+    den.checkpoint = str(path)
+    den.conversion = {"format": fmt, "config": config, **info}
+    return den
+
+
+def save_diffusers_folder(unet: torch.nn.Module, scheduler_config: dict, out: str | os.PathLike, *,
+                          provenance: dict | None = None) -> Path:
+    """Write a diffusers pipeline folder (unet/ safetensors + scheduler/) atomically: all or nothing.
+
+    `out` must not exist yet (or be an empty folder). Also writes model_index.json and, when given,
+    ddmkit_conversion.json with where the weights came from.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ModelLoadError(f"{out} already exists; choose a new --out (ddmkit does not overwrite models)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        sched = dict(scheduler_config)
+        (tmp / "scheduler").mkdir()
+        (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2) + "\n")
+        pipeline = "ScoreSdeVePipeline" if sched.get("_class_name") in VE_SCHEDULERS else "DDPMPipeline"
+        library = "diffusers" if type(unet).__name__ == "UNet2DModel" else "ddmkit"
+        index = {"_class_name": pipeline, "unet": [library, type(unet).__name__],
+                 "scheduler": ["diffusers", sched.get("_class_name")]}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        if provenance is not None:
+            (tmp / "ddmkit_conversion.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def model_identity(denoiser: Denoiser) -> dict:
     """Name and SHA-256 of the weights of a loaded model (for boundaries, classifiers, manifests)."""
     inner = unwrap(denoiser)
     folder = getattr(inner, "folder", None)
+    checkpoint = getattr(inner, "checkpoint", None)
     digest = None
     if folder:
         unet_dir = _find_unet_dir(Path(folder))
-        for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        for n in _WEIGHT_FILES:
             if (unet_dir / n).is_file():
-                h = hashlib.sha256()
-                with open(unet_dir / n, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-                digest = h.hexdigest()
+                digest = file_sha256(unet_dir / n)
                 break
+    elif checkpoint:
+        digest = file_sha256(checkpoint)
     elif hasattr(inner, "mixture"):
         digest = hashlib.sha256(json.dumps(inner.mixture.to_json()).encode()).hexdigest()
-    return {"name": inner.name, "sha256": digest}
+    ident = {"name": inner.name, "sha256": digest}
+    if checkpoint:
+        ident["conversion"] = getattr(inner, "conversion", None)
+    return ident
