@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -74,6 +75,9 @@ def write_image_folder(out: str | Path, images: np.ndarray, columns: list[str], 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
         (tmp / "images").mkdir()
         names = [f"{i:06d}.png" for i in range(len(images))]
         for name, image in zip(names, images):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,15 @@ def _faces(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return to_tensor_range(images), labels
 
 
+@lru_cache(maxsize=2)
+def _digits_features(digest: str) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier features and labels of all 1,797 digits (per process, per classifier)."""
+    from ..data.folders import load_digits_images
+
+    x, labels = load_digits_images(RESOLUTION)
+    return load_attribute_classifier("digits").extract(x, _BATCH)[0], labels
+
+
 def _frequencies(domain: str, labels: np.ndarray) -> dict[str, float]:
     if domain == "faces":
         from ..data.faces import ATTRIBUTES
@@ -130,11 +140,10 @@ def reference_statistics(domain: str, reference_seed: int | None = None, use_cac
             pass
     if domain == "faces":
         x, labels = _faces(REFERENCE_NUM, desc["seed"])
+        stats, _ = _extract(x, domain)
     else:
-        from ..data.folders import load_digits_images
-
-        x, labels = load_digits_images(RESOLUTION)
-    stats, _ = _extract(x, domain)
+        feats, labels = _digits_features(weights_digest("digits"))
+        stats = FeatureStats.from_features(feats)
     freq = _frequencies(domain, labels)
     if use_cache:
         try:
@@ -147,57 +156,70 @@ def reference_statistics(domain: str, reference_seed: int | None = None, use_cac
 
 
 def noise_floor(domain: str, n: int, reference: FeatureStats | None = None, reference_seed: int | None = None,
-                repeats: int | None = None) -> dict[str, Any]:
+                repeats: int | None = None, use_cache: bool = True) -> dict[str, Any]:
     """FD of real data of size n against the reference, by the same procedure as `fd` (mean, std).
 
     faces: fresh faces of seeds NOISE_FLOOR_SEED_BASE + r vs the reference statistics.
-    digits: n digits (at most half the set) of one random half vs the statistics of the other half."""
+    digits: n digits (at most half the set) of one random half vs the statistics of the other half.
+    Results are cached next to the reference statistics."""
     if n < 2:
         raise DdmkitError(f"the noise floor needs n >= 2, got {n}")
+    if domain not in DOMAINS:
+        raise DdmkitError(f"unknown domain {domain!r}; choose 'faces' or 'digits'")
     if repeats is None:
         repeats = int(np.clip(20_000 // n, 1, 5))
+    ref_seed = REFERENCE_SEED if reference_seed is None else int(reference_seed)
+    key = f"{domain}_floor_n{n}_r{repeats}" + (f"_seed{ref_seed}_n{REFERENCE_NUM}" if domain == "faces" else "")
+    path = cache_dir() / f"{key}_{weights_digest(domain)[:16]}.json"
+    if use_cache and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
     values = []
     if domain == "faces":
         if reference is None:
-            reference = reference_statistics("faces", reference_seed)[0]
-        ref_seed = REFERENCE_SEED if reference_seed is None else int(reference_seed)
-        base = NOISE_FLOOR_SEED_BASE if not NOISE_FLOOR_SEED_BASE <= ref_seed < NOISE_FLOOR_SEED_BASE + 100 \
-            else NOISE_FLOOR_SEED_BASE + 100
+            reference = reference_statistics("faces", reference_seed, use_cache)[0]
+        in_use = NOISE_FLOOR_SEED_BASE <= ref_seed < NOISE_FLOOR_SEED_BASE + 100
+        base = NOISE_FLOOR_SEED_BASE + (100 if in_use else 0)  # never the reference's own seed
         m = n
         for r in range(repeats):
-            values.append(frequency_free_fd(_faces(n, base + r)[0], "faces", reference))
+            values.append(frechet_distance(_extract(_faces(n, base + r)[0], "faces")[0], reference))
     else:
-        from ..data.folders import load_digits_images
-
-        x, _ = load_digits_images(RESOLUTION)
-        half = len(x) // 2
-        m = min(n, len(x) - half)
+        feats = _digits_features(weights_digest("digits"))[0]
+        half = len(feats) // 2
+        m = min(n, len(feats) - half)
         for r in range(repeats):
-            perm = np.random.default_rng(1000 + r).permutation(len(x))
-            ref = _extract(x[perm[:half]], "digits")[0]
-            values.append(frequency_free_fd(x[perm[half : half + m]], "digits", ref))
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(m), "repeats": repeats}
+            perm = np.random.default_rng(1000 + r).permutation(len(feats))
+            values.append(frechet_distance(FeatureStats.from_features(feats[perm[half : half + m]]),
+                                           FeatureStats.from_features(feats[perm[:half]])))
+    result = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(m), "repeats": repeats}
+    if use_cache:
+        try:
+            from ..io import atomic_write_json
 
-
-def frequency_free_fd(x: np.ndarray, domain: str, reference: FeatureStats) -> float:
-    """FD of images x (already checked) against reference statistics."""
-    return frechet_distance(_extract(x, domain)[0], reference)
+            atomic_write_json(path, result)
+        except OSError:
+            pass
+    return result
 
 
 def evaluate_images(x: Any, domain: str = "faces", *, reference_seed: int | None = None,
-                    with_noise_floor: bool = True, use_cache: bool = True) -> dict[str, Any]:
+                    with_noise_floor: bool = True, noise_floor_repeats: int | None = None,
+                    use_cache: bool = True) -> dict[str, Any]:
     """Metrics of samples x (float32 (N, C, 32, 32) in [-1, 1]) for "faces" or "digits".
 
     Keys: domain, n, fd, fd_noise_floor (+ _std, _n), reference, classifier; faces:
     attribute_frequency, data_attribute_frequency, confident_fraction (attribute -> share of
     samples with max(p, 1 - p) >= 0.9); digits: class_frequency, data_class_frequency,
-    confident_fraction (share with max class probability >= 0.9)."""
+    confident_fraction (share with max class probability >= 0.9).
+    The noise floor averages `noise_floor_repeats` draws (default: 20,000 // n, between 1 and 5)."""
     x = check_images(x, domain)
     ref, data_freq, desc = reference_statistics(domain, reference_seed, use_cache)
     stats, probs = _extract(x, domain)
     out: dict[str, Any] = {"domain": domain, "n": int(len(x)), "fd": frechet_distance(stats, ref)}
     if with_noise_floor:
-        nf = noise_floor(domain, len(x), ref, reference_seed)
+        nf = noise_floor(domain, len(x), ref, reference_seed, noise_floor_repeats, use_cache=use_cache)
         out.update(fd_noise_floor=nf["mean"], fd_noise_floor_std=nf["std"], fd_noise_floor_n=nf["n"],
                    fd_noise_floor_repeats=nf["repeats"])
     if domain == "faces":

@@ -10,6 +10,7 @@ statistics from batches (or processes) combine by plain summation:
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -96,6 +97,15 @@ class FeatureStats:
         return s
 
 
+def _blas_threads(limit: int | None):
+    """Small matrices: one BLAS thread (a busy machine makes multithreaded OpenBLAS 100x slower)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn brings threadpoolctl; without it, run as is
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api="blas") if limit else contextlib.nullcontext()
+
+
 def frechet_distance_gaussians(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
     """Frechet distance between N(mu1, cov1) and N(mu2, cov2), as in FID (Heusel et al. 2017)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
@@ -103,22 +113,19 @@ def frechet_distance_gaussians(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.shape[0],) * 2:
         raise DdmkitError(f"mismatched Gaussian shapes: mu {mu1.shape}/{mu2.shape}, cov {cov1.shape}/{cov2.shape}")
     diff = mu1 - mu2
-    with warnings.catch_warnings():
+    offset = np.eye(cov1.shape[0]) * eps
+    with _blas_threads(1 if mu1.shape[0] <= 512 else None), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sqrtm warns on (near-)singular products; handled below
         covmean = linalg.sqrtm(cov1 @ cov2)
         if not np.isfinite(covmean).all():
             # the product is singular: offset both covariances slightly (as pytorch-fid does)
-            offset = np.eye(cov1.shape[0]) * eps
             covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
-    if np.iscomplexobj(covmean):
-        # round-off gives tiny imaginary parts; a large one means the input is not a covariance
-        scale = max(np.abs(covmean).max(), 1e-12)
-        if np.abs(np.diagonal(covmean).imag).max() > 1e-3 * scale:
-            offset = np.eye(cov1.shape[0]) * eps
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+        if np.iscomplexobj(covmean):
+            # round-off gives tiny imaginary parts; a large one signals trouble: retry with the offset
+            scale = max(float(np.abs(covmean).max()), 1e-12)
+            if np.abs(np.diagonal(covmean).imag).max() > 1e-3 * scale:
                 covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
-        covmean = covmean.real
+            covmean = np.real(covmean)
     fd = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
     if not np.isfinite(fd):
         raise DdmkitError("the Frechet distance is not finite; the feature statistics are degenerate")
