@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "data",
     "train",
     "evaluate",
+    "noise_classifier",
+    "tune_dmcmc",
     "boundary",
     "mixing_step",
     "edit",

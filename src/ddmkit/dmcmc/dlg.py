@@ -1,0 +1,502 @@
+"""Denoising Langevin Gibbs (DLG): persistent MCMC chains over (x, sigma), then any integrator from each
+chain's own sigma, then Tweedie (DMCMC spec sections 3-5, 10, 11).
+
+    clf = load_classifier("faces_noise_classifier")
+    result = dlg_sample(denoiser, clf, DLGConfig(integrator="kar1", steps=4, eta=0.8, n_skip=4), num=64, chains=16)
+    result.x, result.chain, result.nfe["per_output"]
+
+One chain per batch row; all chains move together (one batched model call per step). Per chain:
+
+    burn-in (once):   x = sigma_max eps; x = KAR2(x, sigma_max, N=20); x += perturb eps; sigma = C(x)
+                      n1 x langevin(eta1), then n2 x langevin(eta)          (the "cifar10" preset: 10 + 10)
+    every round:      (x*, s*) = (x, sigma)                                  # the segment start is a candidate
+                      n_skip x { x = x + (eta/2) s(x, sigma) + sqrt(eta) z;  sigma = C(x);
+                                 if sigma < s* (strict): (x*, s*) = (x, sigma) }
+                      y = integrator(x*, from s* down to 0, N steps);  y = D(y, sigma_tw)  (Tweedie)
+                      emit clamp(y); the chain continues from (x, sigma), not (x*, s*)
+
+C(x) = grid[argmax_k q(k|x)] (`sigma_step="argmax"`, the paper's) or a draw from q (`"sample"`);
+`select="last"` hands the last state to the integrator instead of the minimum-sigma one.
+
+Units. `eta`, the burn-in perturbation and the warm-up etas are given in the paper's units, for data
+in [0, 1]; ddmkit scales them to the model's data range (DMCMC spec section 10): eta and the warm-up
+etas by data_scale^2 (4 for [-1, 1] data: 4 eta), the perturbation by data_scale (1.0 for [-1, 1]).
+data_scale is 1 for unbounded data (mixtures), so there the values are used as they are. The Langevin
+step is NOT scaled by sigma^2 (pitfall 2). sigma_lo (the integrators' last positive level) and
+sigma_tw (Tweedie) default to the model's sigma_min.
+
+NFE (measured by an `NFECounter`, never by formula): per output n_skip (Langevin) + the integrator's
+NFE + 1 (Tweedie); the burn-in is reported separately, in total and amortised per output; classifier
+passes are counted on their own. `nfe["per_output"]` is the sum of the first three.
+
+Random numbers: chain c draws from its own `PerSampleGenerator` stream, re-derived for each round r
+from (seed, c, its restart count, r). A round's result depends only on the chain state before it, so
+a run that stops after any round and resumes from the saved state (`ChainState.save/load`) produces
+exactly the samples of a run that never stopped.
+
+Divergence: after every Langevin step and after integration, a chain whose state is non-finite or
+whose per-sample RMS exceeds `divergence_factor` x (sigma_max + max |data range bound|; 1 for
+unbounded data), default 10x, is marked diverged; it emits nothing that round and is restarted from a
+fresh burn-in (with a new random stream). Each event is kept in `state.events` (for the manifest)
+and printed on stderr.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..denoisers import Denoiser, NFECounter, append_dims, unwrap
+from ..errors import DdmkitError
+from ..integrators import INTEGRATORS, PerSampleGenerator
+from ..sampling import clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
+from .classifier import NoiseLevelClassifier
+
+
+# ----------------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class BurnIn:
+    """The one-time burn-in: KAR2 from sigma_max with `kar2_steps` grid points, perturbation
+    `perturb` (x += perturb eps), then Langevin warm-up phases (count, eta), eta None meaning the
+    sampler's eta. Perturbation and etas in the paper's [0, 1]-data units."""
+
+    kar2_steps: int = 20
+    perturb: float = 0.5
+    warmup: tuple[tuple[int, float | None], ...] = ((10, 0.5), (10, None))
+
+    def describe(self) -> str:
+        phases = ",".join(f"{n}@{'eta' if e is None else f'{e:g}'}" for n, e in self.warmup)
+        return f"{self.kar2_steps}:{self.perturb:g}:{phases}"
+
+
+BURN_IN_PRESETS = {
+    "cifar10": BurnIn(20, 0.5, ((10, 0.5), (10, None))),  # the official CIFAR10 burn-in (57 NFE)
+    "celebahq": BurnIn(20, 0.5, ((50, 1.6), (20, None))),  # the official CelebA-HQ burn-in (107 NFE)
+}
+
+
+def parse_burn_in(text: str | BurnIn | None, denoiser: Denoiser | None = None) -> BurnIn:
+    """'auto' (cifar10 for vectors and images up to 64 px, celebahq above), a preset name, or
+    'KAR2_STEPS:PERTURB:N1@ETA1,N2@eta' (e.g. '20:0.5:10@0.5,10@eta'; etas in [0, 1]-data units)."""
+    if isinstance(text, BurnIn):
+        return text
+    text = (text or "auto").strip()
+    if text == "auto":
+        shape = tuple(unwrap(denoiser).sample_shape) if denoiser is not None else ()
+        return BURN_IN_PRESETS["celebahq" if len(shape) == 3 and max(shape[1:]) > 64 else "cifar10"]
+    if text in BURN_IN_PRESETS:
+        return BURN_IN_PRESETS[text]
+    try:
+        steps, perturb, phases = text.split(":")
+        warm = []
+        for ph in filter(None, phases.split(",")):
+            n, e = ph.split("@")
+            warm.append((int(n), None if e.strip() == "eta" else float(e)))
+        b = BurnIn(int(steps), float(perturb), tuple(warm))
+    except ValueError:
+        raise DdmkitError(
+            f"--burn-in {text!r} not understood; give auto, {', '.join(BURN_IN_PRESETS)}, or "
+            "KAR2_STEPS:PERTURB:N1@ETA1,N2@eta such as 20:0.5:10@0.5,10@eta"
+        ) from None
+    if b.kar2_steps < 2 or b.perturb < 0 or any(n < 0 or (e is not None and e <= 0) for n, e in b.warmup):
+        raise DdmkitError(f"--burn-in {text!r}: need KAR2 steps >= 2, perturbation >= 0, counts >= 0 and etas > 0")
+    return b
+
+
+@dataclass
+class DLGConfig:
+    """Settings of the DLG sampler (see the module docstring for units)."""
+
+    integrator: str = "kar2"
+    steps: int = 20
+    eta: float = 0.8
+    n_skip: int = 10
+    sigma_step: str = "argmax"
+    select: str = "min_sigma"
+    burn_in: str | BurnIn = "auto"
+    tweedie: bool = True
+    sigma_lo: float | None = None
+    tweedie_sigma: float | None = None
+    options: dict = field(default_factory=dict)
+    divergence_factor: float = 10.0
+
+    def validate(self) -> None:
+        if self.integrator not in INTEGRATORS:
+            raise DdmkitError(f"unknown integrator {self.integrator!r}; choose one of {', '.join(INTEGRATORS)}")
+        if int(self.steps) != self.steps or self.steps < (2 if self.integrator in ("kar1", "kar2") else 1):
+            raise DdmkitError(f"--steps must be an integer >= {2 if self.integrator in ('kar1', 'kar2') else 1} for {self.integrator}")
+        if not (self.eta > 0 and math.isfinite(self.eta)):
+            raise DdmkitError(f"the DLG step size eta must be > 0, got {self.eta}")
+        if int(self.n_skip) != self.n_skip or self.n_skip < 0:
+            raise DdmkitError(f"--n-skip must be an integer >= 0, got {self.n_skip}")
+        if self.sigma_step not in ("argmax", "sample"):
+            raise DdmkitError(f"--sigma-step must be 'argmax' or 'sample', got {self.sigma_step!r}")
+        if self.select not in ("min_sigma", "last"):
+            raise DdmkitError(f"--select must be 'min_sigma' or 'last', got {self.select!r}")
+        if not self.divergence_factor > 0:
+            raise DdmkitError("divergence_factor must be > 0")
+        parse_burn_in(self.burn_in)
+
+    def to_json(self, denoiser: Denoiser | None = None) -> dict:
+        d = asdict(self)
+        d["burn_in"] = parse_burn_in(self.burn_in, denoiser).describe()
+        return d
+
+
+def dlg_seed(seed: int, chain: int, restart: int, tag: int, round_: int = 0) -> int:
+    """The random stream of one chain for one burn-in (tag 1) or round (tag 2)."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xD1C, int(chain), int(restart), int(tag), int(round_)])
+    return int(ss.generate_state(1, np.uint64)[0] >> 1)
+
+
+# ----------------------------------------------------------------------------------- state
+
+NFE_KEYS = ("burn_in_per_chain", "burn_in_chain_total", "restart_chain_total", "mcmc_calls", "integrator_calls",
+            "tweedie_calls", "integrator_output_sum", "mcmc_output_sum", "tweedie_output_sum", "outputs", "rounds",
+            "classifier_calls", "model_calls")
+
+
+@dataclass
+class ChainState:
+    """Everything a run needs to continue: the chains (x, sigma), restart counts, round number,
+    outputs done, divergence events and the NFE tallies. Saved atomically after every round."""
+
+    x: torch.Tensor
+    sigma: torch.Tensor
+    restarts: torch.Tensor
+    round: int = 0
+    next_index: int = 0
+    outputs_per_chain: torch.Tensor | None = None
+    events: list = field(default_factory=list)
+    nfe: dict = field(default_factory=lambda: {k: 0 for k in NFE_KEYS})
+
+    def save(self, path: str | os.PathLike) -> None:
+        from ..io import atomic_save_npz
+
+        meta = {"round": self.round, "next_index": self.next_index, "events": self.events, "nfe": self.nfe}
+        atomic_save_npz(path, x=self.x.numpy(), sigma=self.sigma.numpy(), restarts=self.restarts.numpy(),
+                        outputs_per_chain=self.outputs_per_chain.numpy(), meta=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ChainState":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return cls(torch.from_numpy(z["x"]), torch.from_numpy(z["sigma"]), torch.from_numpy(z["restarts"]),
+                       meta["round"], meta["next_index"], torch.from_numpy(z["outputs_per_chain"]), meta["events"],
+                       meta["nfe"])
+
+
+@dataclass
+class RoundOutput:
+    """The outputs of one round: global indices, samples (clamped), which chain and which sigma*."""
+
+    index: np.ndarray
+    x: torch.Tensor
+    chain: np.ndarray
+    sigma_star: np.ndarray
+    round: int
+    integrator_nfe: int
+
+
+# ----------------------------------------------------------------------------------- sampler
+
+class DLGSampler:
+    """Persistent DLG chains on a denoiser, with a noise-level classifier (module docstring)."""
+
+    def __init__(self, denoiser: Denoiser, classifier: NoiseLevelClassifier, config: DLGConfig | None = None, *,
+                 chains: int = 64, seed: int = 0, report: Callable[[str], None] | None = None):
+        self.config = config or DLGConfig()
+        self.config.validate()
+        if chains < 1:
+            raise DdmkitError(f"--chains must be >= 1, got {chains}")
+        self.denoiser = denoiser
+        self.inner = unwrap(denoiser)
+        self.counter = NFECounter(denoiser)
+        self.classifier = classifier
+        self.chains = int(chains)
+        self.seed = int(seed)
+        self.burn = parse_burn_in(self.config.burn_in, denoiser)
+        self.scale = data_scale(denoiser)
+        self.eta = float(self.config.eta) * self.scale**2
+        self.sigma_lo = default_sigma_lo(denoiser) if self.config.sigma_lo is None else float(self.config.sigma_lo)
+        self.tweedie_sigma = self.sigma_lo if self.config.tweedie_sigma is None else float(self.config.tweedie_sigma)
+        rng = self.inner.data_range
+        self.limit = self.config.divergence_factor * (float(self.inner.sigma_max) + (max(abs(rng[0]), abs(rng[1])) if rng else 1.0))
+        self.report = report if report is not None else (lambda msg: print(msg, file=sys.stderr))
+        self.shape = tuple(self.inner.sample_shape)
+        self.device = self.inner.device
+        self.options = integrator_options(self.config.integrator, denoiser, self.config.options)
+
+    # -- moves ------------------------------------------------------------------------------
+    def _streams(self, chain_ids, restarts, tag: int, round_: int = 0) -> PerSampleGenerator:
+        return PerSampleGenerator([dlg_seed(self.seed, c, r, tag, round_) for c, r in zip(chain_ids, restarts)])
+
+    def _randn(self, gen: PerSampleGenerator, n: int) -> torch.Tensor:
+        return gen.randn((n,) + self.shape).to(self.device)
+
+    def langevin(self, x: torch.Tensor, sigma: torch.Tensor, eta: float, gen) -> torch.Tensor:
+        """x + (eta/2) s(x, sigma) + sqrt(eta) z: unadjusted Langevin, not scaled by sigma^2 (1 NFE)."""
+        score = self.counter.score(x, sigma.to(x.device, x.dtype))
+        return x + 0.5 * eta * score + math.sqrt(eta) * self._randn(gen, len(x))
+
+    def sigma_step(self, x: torch.Tensor, gen) -> torch.Tensor:
+        return self.classifier.sigma(x, self.config.sigma_step, gen).float()
+
+    def diverged(self, x: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        flat = x.detach().float().cpu().flatten(1)
+        finite = torch.isfinite(flat).all(dim=1)
+        rms = flat.nan_to_num(0.0, 0.0, 0.0).pow(2).mean(1).sqrt()
+        bad = ~finite | (rms > self.limit)
+        why = ["non-finite state" if not f else f"state RMS {r:.3g} > limit {self.limit:.3g}" for f, r in zip(finite.tolist(), rms.tolist())]
+        return bad, why
+
+    def burn_in(self, chain_ids: list[int], restarts: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The one-time burn-in of the given chains; returns x, sigma and its NFE (per chain)."""
+        b = self.burn
+        n = len(chain_ids)
+        gen = self._streams(chain_ids, restarts, tag=1)
+        c0 = self.counter.nfe
+        s_max = float(self.inner.sigma_max)
+        x = self._randn(gen, n) * s_max
+        x, _ = integrate(self.counter, x, torch.full((n,), s_max, dtype=torch.float64), "kar2", b.kar2_steps,
+                         generator=gen, sigma_lo=self.sigma_lo)
+        x = x + b.perturb * self.scale * self._randn(gen, n)
+        sigma = self.sigma_step(x, gen)
+        for count, e in b.warmup:
+            eta = self.eta if e is None else e * self.scale**2
+            for _ in range(count):
+                x = self.langevin(x, sigma, eta, gen)
+                sigma = self.sigma_step(x, gen)
+        return x, sigma, self.counter.nfe - c0
+
+    def init_state(self) -> ChainState:
+        ids = list(range(self.chains))
+        x, sigma, nfe = self.burn_in(ids, [0] * self.chains)
+        state = ChainState(x.detach().float().cpu(), sigma.cpu(), torch.zeros(self.chains, dtype=torch.int64),
+                           outputs_per_chain=torch.zeros(self.chains, dtype=torch.int64))
+        state.nfe["burn_in_per_chain"] = nfe
+        state.nfe["burn_in_chain_total"] = nfe * self.chains
+        state.nfe["model_calls"] = self.counter.nfe
+        state.nfe["classifier_calls"] = self.classifier.calls
+        bad, why = self.diverged(x)
+        if bad.any():
+            self._restart(state, bad, why, where="burn-in")
+        return state
+
+    def _restart(self, state: ChainState, bad: torch.Tensor, why: list[str], where: str) -> None:
+        ids = [int(i) for i in torch.nonzero(bad).flatten()]
+        for attempt in range(5):
+            for c in ids:
+                state.events.append({"round": state.round, "chain": c, "where": where, "reason": why[c],
+                                     "restart": int(state.restarts[c]) + 1})
+                self.report(f"ddmkit: DLG chain {c} diverged in round {state.round} ({where}: {why[c]}); "
+                            "restarted from a fresh burn-in")
+            for c in ids:
+                state.restarts[c] += 1
+            c0 = self.counter.nfe
+            x, sigma, nfe = self.burn_in(ids, [int(state.restarts[c]) for c in ids])
+            state.nfe["restart_chain_total"] += (self.counter.nfe - c0) * len(ids)
+            idx = torch.tensor(ids)
+            state.x[idx] = x.detach().float().cpu()
+            state.sigma[idx] = sigma.cpu()
+            bad2, why2 = self.diverged(x)
+            if not bad2.any():
+                return
+            why = {c: w for c, w, b in zip(ids, why2, bad2.tolist()) if b}
+            ids = [c for c, b in zip(ids, bad2.tolist()) if b]
+            where = "restart burn-in"
+        raise DdmkitError(f"DLG chains {ids} diverge even right after a fresh burn-in; lower --dlg-eta or check the model")
+
+    # -- one round --------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_round(self, state: ChainState, num: int) -> RoundOutput:
+        """n_skip Langevin-Gibbs steps of every chain, then one output from each live chain (at most
+        num - state.next_index outputs, from the lowest chain ids). Updates `state` in place."""
+        cfg = self.config
+        B = self.chains
+        r = state.round
+        gen = self._streams(range(B), state.restarts.tolist(), tag=2, round_=r)
+        x = state.x.to(self.device)
+        sigma = state.sigma.clone()
+        alive = torch.ones(B, dtype=torch.bool)
+        why: dict[int, tuple[str, str]] = {}
+        x_best, s_best = x.clone(), sigma.clone()
+        c0 = self.counter.nfe
+        for j in range(cfg.n_skip):
+            x = self.langevin(x, sigma, self.eta, gen)
+            bad, reasons = self.diverged(x)
+            new = bad & alive
+            for c in torch.nonzero(new).flatten().tolist():
+                why[c] = (f"Langevin step {j + 1}", reasons[c])
+            if bad.any():
+                alive &= ~bad
+                x = torch.where(append_dims(bad.to(x.device), x.ndim), torch.zeros_like(x), x)
+            sigma = self.sigma_step(x, gen)
+            if cfg.select == "min_sigma":
+                upd = (sigma < s_best) & alive
+                x_best = torch.where(append_dims(upd.to(x.device), x.ndim), x, x_best)
+                s_best = torch.where(upd, sigma, s_best)
+        if cfg.select == "last":
+            x_best, s_best = x, sigma
+        mcmc = self.counter.nfe - c0
+        remaining = num - state.next_index
+        emit = torch.zeros(B, dtype=torch.bool)
+        live_ids = torch.nonzero(alive).flatten()[: max(remaining, 0)]
+        emit[live_ids] = True
+        y = torch.zeros((0,) + self.shape)
+        int_nfe = tw_nfe = 0
+        if emit.any():
+            c1 = self.counter.nfe
+            y, _ = integrate(self.counter, x_best[emit.to(x.device)], s_best[emit].double(), cfg.integrator, cfg.steps,
+                             generator=gen.subset(emit), sigma_lo=self.sigma_lo, options=self.options)
+            int_nfe = self.counter.nfe - c1
+            if cfg.tweedie and self.tweedie_sigma > 0:
+                y = self.counter(y, torch.full((len(y),), self.tweedie_sigma, dtype=y.dtype, device=y.device))
+            tw_nfe = self.counter.nfe - c1 - int_nfe
+            bad_y, reasons_y = self.diverged(y)
+            ids = torch.nonzero(emit).flatten()
+            for k in torch.nonzero(bad_y).flatten().tolist():
+                c = int(ids[k])
+                why[c] = ("integrator", reasons_y[k])
+                emit[c] = False
+                alive[c] = False
+            y = y[~bad_y.to(y.device)]
+        y = clamp_to_range(self.denoiser, y.float()).cpu()
+        chain_ids = torch.nonzero(emit).flatten().numpy()
+        n = len(chain_ids)
+        out = RoundOutput(index=np.arange(state.next_index, state.next_index + n, dtype=np.int64), x=y,
+                          chain=chain_ids.astype(np.int64), sigma_star=s_best[emit].double().numpy(), round=r,
+                          integrator_nfe=int_nfe)
+        # the chains continue from (x, sigma), not from (x*, s*)
+        state.x = x.detach().float().cpu()
+        state.sigma = sigma
+        nf = state.nfe
+        nf["mcmc_calls"] += mcmc
+        nf["integrator_calls"] += int_nfe
+        nf["tweedie_calls"] += tw_nfe
+        nf["mcmc_output_sum"] += mcmc * n
+        nf["integrator_output_sum"] += int_nfe * n
+        nf["tweedie_output_sum"] += tw_nfe * n
+        nf["outputs"] += n
+        nf["rounds"] += 1
+        state.outputs_per_chain[torch.as_tensor(chain_ids, dtype=torch.int64)] += 1
+        state.next_index += n
+        dead = ~alive
+        if dead.any():
+            reasons = ["" for _ in range(B)]
+            for c, (where, reason) in why.items():
+                reasons[c] = reason
+            # report each chain once, with the place it first diverged
+            by_where: dict[str, list[int]] = {}
+            for c in torch.nonzero(dead).flatten().tolist():
+                by_where.setdefault(why[c][0], []).append(c)
+            for where, ids in by_where.items():
+                mask = torch.zeros(B, dtype=torch.bool)
+                mask[ids] = True
+                self._restart(state, mask, reasons, where=where)
+        state.round += 1
+        nf["model_calls"] = nf.get("model_calls", 0) + (self.counter.nfe - c0)
+        nf["classifier_calls"] = nf.get("classifier_calls", 0) + self._take_classifier_calls()
+        return out
+
+    _clf_seen = 0
+
+    def _take_classifier_calls(self) -> int:
+        n = self.classifier.calls - self._clf_seen
+        self._clf_seen = self.classifier.calls
+        return n
+
+    # -- whole runs --------------------------------------------------------------------------
+    def run(self, num: int, state: ChainState | None = None,
+            on_round: Callable[[RoundOutput, ChainState], None] | None = None,
+            on_state: Callable[[ChainState], None] | None = None, progress: bool = False) -> ChainState:
+        """Rounds until `num` outputs exist; `on_round(output, state)` after each (write the output,
+        then save the state), `on_state(state)` once after the burn-in."""
+        from tqdm.auto import tqdm
+
+        if state is None:
+            self._clf_seen = self.classifier.calls
+            state = self.init_state()
+            self._clf_seen = self.classifier.calls
+            if on_state is not None:
+                on_state(state)
+        else:
+            self._clf_seen = self.classifier.calls
+            if tuple(state.x.shape) != (self.chains,) + self.shape:
+                raise DdmkitError(f"saved chain state has shape {tuple(state.x.shape)}, expected {(self.chains,) + self.shape}")
+        bar = tqdm(total=num, initial=state.next_index, disable=not progress, desc=f"dlg+{self.config.integrator}", unit="sample")
+        stalled = 0
+        while state.next_index < num:
+            before = state.next_index
+            out = self.run_round(state, num)
+            bar.update(state.next_index - before)
+            stalled = stalled + 1 if state.next_index == before else 0
+            if stalled >= 10:
+                raise DdmkitError("DLG made no sample in 10 rounds (every chain diverged); lower --dlg-eta or check the model")
+            if on_round is not None:
+                on_round(out, state)
+        bar.close()
+        return state
+
+
+def nfe_summary(state: ChainState, chains: int) -> dict:
+    """The NFE split of a run, per output and in total (module docstring)."""
+    nf = state.nfe
+    n = max(nf["outputs"], 1)
+    mcmc, integ, tw = nf["mcmc_output_sum"] / n, nf["integrator_output_sum"] / n, nf["tweedie_output_sum"] / n
+    burn_amort = (nf["burn_in_chain_total"] + nf["restart_chain_total"]) / n
+    return {
+        "per_output": mcmc + integ + tw,
+        "mcmc_per_output": mcmc,
+        "integrator_per_output": integ,
+        "tweedie_per_output": tw,
+        "burn_in_per_chain": nf["burn_in_per_chain"],
+        "burn_in_total": nf["burn_in_chain_total"],
+        "restart_burn_in_total": nf["restart_chain_total"],
+        "burn_in_amortised_per_output": burn_amort,
+        "per_output_with_burn_in": mcmc + integ + tw + burn_amort,
+        "classifier_calls": nf["classifier_calls"],
+        "classifier_calls_per_output": nf["classifier_calls"] / n,
+        "model_calls_batched": nf["model_calls"],
+        "outputs": nf["outputs"],
+        "rounds": nf["rounds"],
+        "chains": chains,
+        "note": "per_output = mcmc + integrator + tweedie (the paper's NFE); burn-in amortised separately; "
+                "counts are measured batched model calls (one per chain per step)",
+    }
+
+
+@dataclass
+class DLGResult:
+    x: torch.Tensor
+    index: np.ndarray
+    chain: np.ndarray
+    sigma_star: np.ndarray
+    nfe: dict
+    events: list
+    settings: dict
+
+
+def dlg_sample(denoiser: Denoiser, classifier: NoiseLevelClassifier, config: DLGConfig | None = None, *,
+               num: int = 64, chains: int | None = None, seed: int = 0, progress: bool = False,
+               report: Callable[[str], None] | None = None) -> DLGResult:
+    """`num` DLG samples (in memory; `ddmkit sample --dmcmc` is the resumable, file-backed version)."""
+    config = config or DLGConfig()
+    chains = int(chains or min(num, 64))
+    sampler = DLGSampler(denoiser, classifier, config, chains=chains, seed=seed, report=report)
+    outs: list[RoundOutput] = []
+    state = sampler.run(num, on_round=lambda o, s: outs.append(o), progress=progress)
+    cat = lambda k: np.concatenate([getattr(o, k) for o in outs]) if outs else np.zeros(0)  # noqa: E731
+    x = torch.cat([o.x for o in outs]) if outs else torch.zeros((0,) + sampler.shape)
+    return DLGResult(x, cat("index"), cat("chain"), cat("sigma_star"), nfe_summary(state, chains), state.events,
+                     {**config.to_json(denoiser), "chains": chains, "seed": seed, "eta_effective": sampler.eta,
+                      "sigma_lo": sampler.sigma_lo, "tweedie_sigma": sampler.tweedie_sigma,
+                      "divergence_limit_rms": sampler.limit, "options_effective": sampler.options})

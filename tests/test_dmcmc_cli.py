@@ -1,0 +1,189 @@
+"""`ddmkit noise-classifier`, `ddmkit sample --dmcmc` (mixture and a tiny VP UNet), resume, bad input,
+`ddmkit tune-dmcmc`."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ddmkit.cli import main
+from ddmkit.dmcmc import run as run_module
+
+torch.set_num_threads(1)
+
+MIX = {"weights": [0.5, 0.3, 0.2], "means": [[-3, 0], [3, 1], [0, 4]], "stds": [[0.5, 0.3], [0.4, 0.6], [0.3, 0.3]]}
+
+
+@pytest.fixture(scope="module")
+def gmm(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gmm")
+    (d / "mix.json").write_text(json.dumps(MIX))
+    assert main(["noise-classifier", "train", "--model", f"gmm:{d / 'mix.json'}", "--out", str(d / "clf"),
+                 "--k", "32", "--steps", "60", "--batch-size", "64", "--checkpoint-every", "20", "--quiet"]) == 0
+    meta = json.loads((d / "clf.json").read_text())
+    assert meta["model_identity"]["sha256"] and meta["sigma_grid"]["k"] == 32
+    assert 0 <= meta["held_out"]["top1_accuracy"] <= 1 and meta["held_out"]["mean_abs_dlog_sigma"] > 0
+    assert not (d / "clf.ckpt").exists()
+    return d
+
+
+def _sample(d, out, *extra):
+    return main(["sample", "--model", f"gmm:{d / 'mix.json'}", "--dmcmc", "--noise-classifier", str(d / "clf"),
+                 "--integrator", "kar1", "--steps", "4", "--n-skip", "3", "--dlg-eta", "0.05", "--num", "50",
+                 "--chains", "20", "--seed", "3", "--out", str(out), "--quiet", *extra])
+
+
+def test_sample_dmcmc_writes_the_folder_and_the_nfe_split(gmm, tmp_path):
+    assert _sample(gmm, tmp_path / "run") == 0
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    nfe = m["nfe"]
+    assert m["nfe_per_sample"] == nfe["per_output"] == 3 + 5 + 1
+    assert (nfe["mcmc_per_output"], nfe["integrator_per_output"], nfe["tweedie_per_output"]) == (3, 5, 1)
+    assert nfe["burn_in_per_chain"] == 57 and nfe["burn_in_amortised_per_output"] == pytest.approx(57 * 20 / 50)
+    assert nfe["classifier_calls"] == 21 + 3 * 3
+    with np.load(tmp_path / "run" / "samples.npz") as z:
+        assert z["x"].shape == (50, 2) and z["index"].tolist() == list(range(50))
+        assert z["chain"].tolist() == m["chain"] == list(range(20)) * 2 + list(range(10))
+        assert z["sigma_star"].shape == (50,) and np.isfinite(z["x"]).all()
+    assert m["dmcmc"]["chains"] == 20 and m["dmcmc"]["n_skip"] == 3 and m["divergence_events"] == []
+    assert m["sampler_settings"]["eta_effective"] == pytest.approx(0.05)
+    assert not (tmp_path / "run" / "parts").exists()
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_result(gmm, tmp_path, monkeypatch):
+    assert _sample(gmm, tmp_path / "ref") == 0
+    saved = {}
+
+    def crash(out, state):
+        if out.round == 0:
+            saved["state"] = (tmp_path / "a" / "parts" / "chains.npz").read_bytes()
+        if out.round == 1:
+            raise RuntimeError("simulated kill after round 1")
+
+    monkeypatch.setattr(run_module, "AFTER_ROUND", crash)
+    with pytest.raises(RuntimeError):
+        _sample(gmm, tmp_path / "a")
+    with pytest.raises(RuntimeError):
+        _sample(gmm, tmp_path / "b")
+    # b: as if killed after writing round 1's part but before saving the state
+    (tmp_path / "b" / "parts" / "chains.npz").write_bytes(saved["state"])
+    assert sorted(p.name for p in (tmp_path / "b" / "parts").glob("part-*")) == ["part-00000000-00000019.npz",
+                                                                                  "part-00000020-00000039.npz"]
+    monkeypatch.setattr(run_module, "AFTER_ROUND", None)
+    assert _sample(gmm, tmp_path / "a") == 0
+    assert _sample(gmm, tmp_path / "b") == 0
+    with np.load(tmp_path / "ref" / "samples.npz") as ref:
+        for run in ("a", "b"):
+            with np.load(tmp_path / run / "samples.npz") as z:
+                assert z["index"].tolist() == list(range(50))
+                assert np.array_equal(z["x"], ref["x"]) and np.array_equal(z["chain"], ref["chain"])
+    ma = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert ma["resumed_from_round"] == 2 and ma["nfe"] == json.loads((tmp_path / "ref" / "manifest.json").read_text())["nfe"]
+
+
+def test_resume_refuses_other_settings(gmm, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run_module, "AFTER_ROUND", lambda o, s: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError):
+        _sample(gmm, tmp_path / "c")
+    monkeypatch.setattr(run_module, "AFTER_ROUND", None)
+    assert _sample(gmm, tmp_path / "c", "--dlg-eta", "0.1") == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_bad_input_exits_2_and_writes_nothing(gmm, tmp_path, capsys):
+    mix = f"gmm:{gmm / 'mix.json'}"
+    base = ["sample", "--model", mix, "--dmcmc", "--num", "4", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "o1")]) == 2  # no classifier for a gmm: model
+    assert "noise-classifier train" in capsys.readouterr().err
+    assert main(base + ["--noise-classifier", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
+    assert "not found" in capsys.readouterr().err
+    other = dict(MIX, means=[[-3, 0], [3, 1], [0, 5]])
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["sample", "--model", f"gmm:{tmp_path / 'other.json'}", "--dmcmc", "--noise-classifier",
+                 str(gmm / "clf"), "--num", "4", "--out", str(tmp_path / "o3"), "--quiet"]) == 2
+    assert "sha256" in capsys.readouterr().err
+    (tmp_path / "wide.json").write_text(json.dumps(dict(MIX, sigma_max=40.0)))
+    assert main(["sample", "--model", f"gmm:{tmp_path / 'wide.json'}", "--dmcmc", "--noise-classifier",
+                 str(gmm / "clf"), "--num", "4", "--out", str(tmp_path / "o4"), "--quiet"]) == 2
+    assert "sigma_max" in capsys.readouterr().err
+    assert main(base + ["--noise-classifier", str(gmm / "clf"), "--n-skip", "-1", "--out", str(tmp_path / "o5")]) == 2
+    assert main(["sample", "--model", mix, "--n-skip", "2", "--num", "4", "--out", str(tmp_path / "o6")]) == 2
+    assert "--dmcmc" in capsys.readouterr().err
+    for o in ("o1", "o2", "o3", "o4", "o5", "o6"):
+        assert not (tmp_path / o).exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_vp(tmp_path_factory):
+    """A random-weight diffusers UNet2DModel (DDPM scheduler) saved as a folder, and a few face PNGs."""
+    from diffusers import DDPMScheduler, UNet2DModel
+    from PIL import Image
+
+    from ddmkit.data.faces import sample_faces
+
+    d = tmp_path_factory.mktemp("vp")
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4)
+    unet.save_pretrained(d / "model" / "unet", safe_serialization=True)
+    DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02).save_pretrained(d / "model" / "scheduler")
+    (d / "images").mkdir()
+    for i, im in enumerate(sample_faces(12, seed=1)[0]):
+        Image.fromarray(im).save(d / "images" / f"{i}.png")
+    assert main(["noise-classifier", "train", "--model", str(d / "model"), "--data", str(d / "images"), "--out",
+                 str(d / "clf"), "--k", "20", "--steps", "3", "--batch-size", "8", "--quiet"]) == 0
+    return d
+
+
+def test_vp_unet_end_to_end_with_exact_nfe(tiny_vp, tmp_path):
+    d = tiny_vp
+    meta = json.loads((d / "clf.json").read_text())
+    assert meta["sigma_grid"]["sigma_min"] == pytest.approx(0.0100, abs=1e-4)
+    assert meta["sigma_grid"]["sigma_max"] == pytest.approx(157.4, abs=0.1)
+    assert meta["architecture"]["kind"] == "cnn" and meta["architecture"]["pool_strides"] == [2, 2, 2, 2]
+    out = tmp_path / "vp"
+    assert main(["sample", "--model", str(d / "model"), "--dmcmc", "--noise-classifier", str(d / "clf"),
+                 "--integrator", "kar1", "--steps", "3", "--n-skip", "2", "--num", "4", "--chains", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["nfe"]["per_output"] == 2 + 3 + 1 and m["nfe"]["burn_in_per_chain"] == 57
+    assert m["nfe"]["model_calls_batched"] == 57 + 2 * (2 + 3 + 1)
+    assert m["sampler_settings"]["eta_effective"] == pytest.approx(4 * 0.8)  # [-1, 1] data: 4 eta
+    with np.load(out / "samples.npz") as z:
+        assert z["x"].shape == (4, 3, 32, 32) and z["x"].min() >= -1 and z["x"].max() <= 1
+        assert z["chain"].tolist() == [0, 1, 0, 1]
+    assert (out / "grid.png").is_file() and len(list((out / "images").glob("*.png"))) == 4
+
+
+def test_vp_classifier_of_another_model_is_refused(tiny_vp, tmp_path, capsys):
+    d = tiny_vp
+    other = tmp_path / "other"
+    shutil.copytree(d / "model", other)
+    from safetensors.torch import load_file, save_file
+
+    w = other / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(w))
+    k = next(iter(state))
+    state[k] = state[k] + 1
+    save_file(state, str(w))
+    assert main(["sample", "--model", str(other), "--dmcmc", "--noise-classifier", str(d / "clf"), "--num", "2",
+                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "trained for model" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_tune_dmcmc_writes_a_table(gmm, tmp_path):
+    out = tmp_path / "tune.json"
+    args = ["tune-dmcmc", "--model", f"gmm:{gmm / 'mix.json'}", "--noise-classifier", str(gmm / "clf"),
+            "--target-nfe", "10", "--integrators", "kar1,pf", "--etas", "0.05", "--skip-shares", "0.3",
+            "--num", "100", "--chains", "25", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    t = json.loads(out.read_text())
+    dlg_rows = [r for r in t["rows"] if r["dlg"]]
+    assert {(r["integrator"], r["n_skip"], r["steps"]) for r in dlg_rows} == {("kar1", 3, 4), ("pf", 3, 6)}
+    assert len(t["rows"]) == 4 and all(r["nfe"] <= 10 and r["metric"] >= 0 for r in t["rows"])
+    assert t["best"]["metric"] == min(r["metric"] for r in dlg_rows) and t["metric"] == "frechet_to_mixture"
+    before = out.read_text()
+    assert main(args) == 0  # resumes: every row is already there
+    assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
