@@ -42,8 +42,10 @@ def test_cnn_is_the_paper_network():
     big = NoiseLevelNet((3, 256, 256), 1000, input_norm="none")
     assert [m.stride for m in big.features if isinstance(m, torch.nn.AvgPool2d)] == [4, 4, 4, 2]
     assert big(torch.randn(1, 3, 256, 256)).shape == (1, 1000)
-    rms = NoiseLevelNet((1, 32, 32), 50)  # ddmkit's default adds log rms(x) to the head
-    assert rms.head.in_features == 1025 and rms(torch.randn(3, 1, 32, 32)).shape == (3, 50)
+    rms = NoiseLevelNet((1, 32, 32), 50)  # ddmkit's default adds log rms(x) and 32 bumps of it to the head
+    assert rms.head.in_features == 1024 + 1 + 32 and rms(torch.randn(3, 1, 32, 32)).shape == (3, 50)
+    raw = NoiseLevelNet((3, 32, 32), 50, input_norm="raw+logrms")
+    assert raw.head.in_features == 1057 and raw(torch.randn(2, 3, 32, 32)).shape == (2, 50)
     odd = NoiseLevelNet((3, 24, 40), 10)
     assert odd(torch.randn(2, 3, 24, 40)).shape == (2, 10)
     mlp = NoiseLevelNet((5,), 20)
