@@ -483,8 +483,16 @@ def _small(orig: dict, **over) -> dict:
 
 
 def _register(name: str, arch: C.Arch) -> None:
-    """Make a reduced-width variant of a real config loadable by name for this test session."""
+    """Make a reduced-width variant of a real config loadable by name (until the test ends)."""
     C.ARCHS[name] = arch
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    saved = dict(C.ARCHS)
+    yield
+    C.ARCHS.clear()
+    C.ARCHS.update(saved)
 
 
 def _ddpm_arch(name, orig):
@@ -816,7 +824,8 @@ def test_convert_writes_a_diffusers_folder_that_matches(tmp_path, capsys):
     with torch.no_grad():
         _close(den.model(x, s).sample, ref(x, s))
         _close(again(x, s).sample, ref(x, s))
-    assert model_identity(den)["sha256"]
+    # the same weights have the same identity by both routes (boundaries / classifiers carry over)
+    assert model_identity(den)["sha256"] == model_identity(load_model(f"score-sde:{src}@{name}"))["sha256"]
     # a DDPM checkpoint converts to a plain diffusers UNet2DModel folder that diffusers loads
     arch = _ddpm_arch("ddpm-tiny2", _small(C.get_arch("celeba_hq").original, ch=32, ch_mult=[1, 2], image_size=16))
     o = arch.original
@@ -849,7 +858,7 @@ class _Evil:
         return (os.system, ("touch EVIL_RAN",))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def tiny_score_sde(tmp_path_factory):
     name = "ncsnpp-residual-bad"
     o = _small(C.get_arch("cifar10_ncsnpp_continuous").original, nf=32, ch_mult=[1, 2], num_res_blocks=1, image_size=16)
@@ -992,3 +1001,84 @@ def test_convert_help_runs_in_a_fresh_process():
     r = subprocess.run([sys.executable, "-m", "ddmkit", "convert", "--help"], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and "score-sde" in r.stdout and "example" in r.stdout
+
+
+def test_h_space_is_mid_block_for_every_loaded_family(tmp_path):
+    """The editing code's hook (ddmkit.editing.hspace) reads and replaces h on every converted family."""
+    from ddmkit.editing.hspace import HSpace
+
+    built = []
+    o = _small(C.get_arch("celeba_hq").original, ch=32, ch_mult=[1, 2], image_size=16)
+    _ddpm_arch("hs-ddpm", o)
+    torch.save(RefDDPM(32, [1, 2], 2, [16], 16).state_dict(), tmp_path / "d.ckpt")
+    built.append((load_model(f"ddpm:{tmp_path / 'd.ckpt'}@hs-ddpm"), torch.tensor([1.0])))
+    for name, base, nf in (("hs-res", "cifar10_ncsnpp_continuous", 32),
+                           ("hs-skip", "celebahq_256_ncsnpp_continuous", 128)):  # attention at >= 128 channels
+        o = _small(C.get_arch(base).original, nf=nf, ch_mult=[1, 1, 1], num_res_blocks=1, image_size=16)
+        _ncsnpp_arch(name, o)
+        torch.save(RefNCSNpp(o).state_dict(), tmp_path / f"{name}.pth")
+        built.append((load_model(f"score-sde:{tmp_path / name}.pth@{name}"), torch.tensor([1.0])))
+    o = _small(C.get_arch("afhqdog_p2").original, num_channels=32, image_size=16, channel_mult=[1, 2], num_head_channels=32)
+    _adm_arch("hs-adm", o)
+    torch.save(RefADM(o).state_dict(), tmp_path / "a.pt")
+    built.append((load_model(f"guided:{tmp_path / 'a.pt'}@hs-adm"), torch.tensor([1.0])))
+    for den, sigma in built:
+        assert den.bottleneck == "mid_block"
+        x = torch.randn(1, 3, 16, 16)
+        with torch.no_grad(), HSpace(den, den.bottleneck) as hs:
+            out = den(x, sigma)
+            h = hs.h
+            hs.replace(torch.zeros_like(h))
+            edited = den(x, sigma)
+            again = den(x, sigma)
+        assert h is not None and h.ndim == 4 and hs.calls == 3
+        assert not torch.allclose(out, edited) and torch.allclose(out, again)
+
+
+def test_dmcmc_and_editing_cli_on_a_real_config_folder(tmp_path, cifar10_folder, monkeypatch):
+    """`sample --dmcmc` (with a noise classifier trained for the folder) and `boundary fit` + `edit`."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    rows = ["file,smiling"]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+        rows.append(f"{i}.png,{i % 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    m = str(cifar10_folder)
+    assert cli_main(["noise-classifier", "train", "--model", m, "--data", "imgs", "--steps", "2", "--batch-size", "4",
+                     "--out", "clf", "--quiet"]) == 0
+    assert cli_main(["sample", "--dmcmc", "--model", m, "--noise-classifier", "clf", "--integrator", "kar1", "--steps", "2",
+                     "--n-skip", "1", "--num", "2", "--chains", "2", "--burn-in", "2:0.5:1@0.5", "--out", "dlg", "--quiet"]) == 0
+    man = json.loads((tmp_path / "dlg" / "manifest.json").read_text())
+    assert man["nfe_per_sample"] == 3  # n_skip 1 + KAR1 N=2 (1) + Tweedie 1, measured
+    assert cli_main(["boundary", "fit", "--model", m, "--images", "imgs", "--labels", "labels.csv", "--attribute", "smiling",
+                     "--t-m", "500", "--n-inv", "3", "--test", "2", "--out", "b.safetensors", "--quiet"]) == 0
+    assert cli_main(["edit", "imgs/0.png", "--model", m, "--boundary", "b.safetensors", "--distance", "1x", "--steps", "3",
+                     "--out", "ed", "--quiet"]) == 0
+    assert (tmp_path / "ed" / "edit.json").is_file() and (tmp_path / "ed" / "strip.png").is_file()
+
+
+def test_dmcmc_cli_on_a_converted_score_sde_model(tmp_path, monkeypatch):
+    """DLG on a VE NCSN++ (the DMCMC official family) converted from a score_sde checkpoint."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    name = "ncsnpp-e2e"
+    o = _small(C.get_arch("cifar10_ncsnpp_continuous").original, nf=32, ch_mult=[1, 2], num_res_blocks=1, image_size=16)
+    _ncsnpp_arch(name, o)
+    _score_sde_checkpoint(_randomise(RefNCSNpp(o), 18), tmp_path / "ck.pth")
+    assert cli_main(["convert", "ck.pth", "--format", "score-sde", "--config", name, "--out", "ve"]) == 0
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    assert cli_main(["noise-classifier", "train", "--model", "ve", "--data", "imgs", "--steps", "2", "--batch-size", "4",
+                     "--out", "clf", "--quiet"]) == 0
+    assert cli_main(["sample", "--dmcmc", "--model", "ve", "--noise-classifier", "clf", "--integrator", "kar2", "--steps", "3",
+                     "--n-skip", "2", "--num", "2", "--chains", "2", "--burn-in", "2:0.5:1@0.5", "--out", "dlg", "--quiet"]) == 0
+    man = json.loads((tmp_path / "dlg" / "manifest.json").read_text())
+    assert man["nfe_per_sample"] == 2 + 3 + 1 and man["data_range"] == [0.0, 1.0]
+    with np.load(tmp_path / "dlg" / "samples.npz") as z:
+        assert z["x"].min() >= 0 and z["x"].max() <= 1

@@ -70,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
                        if p.is_file())
         info = {"weights": "as stored"}
         digest = file_sha256(weights)
+        identity = digest  # the same weights, re-serialised: keep the source's identity
     else:
         unet, arch, info = convert_raw_checkpoint(args.format, src, args.config, use_ema=not args.no_ema)
         sched = arch.scheduler
         digest = file_sha256(src)
+        identity = None if args.no_ema else digest  # raw weights are another model than `score-sde:SRC@CONFIG`
     provenance = {
-        "source": str(src), "source_sha256": digest, "format": args.format, "config": args.config, **info,
+        "source": str(src), "source_sha256": digest, "format": args.format, "config": args.config, "use_ema": not args.no_ema,
+        "identity_sha256": identity, **info,
         "unet_class": type(unet).__name__, "ddmkit_version": __version__,
     }
     save_diffusers_folder(unet, sched, out, provenance=provenance)

@@ -83,6 +83,7 @@ def ddpm_unet_config(orig: dict) -> dict:
     flip_sin_to_cos False.
     """
     ch, mult, res = orig["ch"], list(orig["ch_mult"]), orig["image_size"]
+    _first_mult_is_one(mult, "DDPM")
     down, up = [], []
     for i in range(len(mult)):
         at = res // 2**i in orig["attn_resolutions"]
@@ -108,6 +109,7 @@ def ncsnpp_unet_config(orig: dict) -> dict:
     """
     _check_ncsnpp_supported(orig)
     nf, mult, res = orig["nf"], list(orig["ch_mult"]), orig["image_size"]
+    _first_mult_is_one(mult, "NCSN++")
     channels = [nf * m for m in mult]
     center = not orig.get("centered", False)
     if orig["progressive"] == "output_skip":
@@ -134,6 +136,12 @@ def ncsnpp_unet_config(orig: dict) -> dict:
         "layers_per_block": orig["num_res_blocks"], "attention_resolutions": list(orig["attn_resolutions"]),
         "fourier_scale": float(orig["fourier_scale"]), "center_input_sample": center, "norm_eps": 1e-6
     }
+
+
+def _first_mult_is_one(mult: list, what: str) -> None:
+    # diffusers' conv_in and time embedding are sized by block_out_channels[0]; the originals by ch / nf
+    if mult[0] != 1:
+        raise ModelLoadError(f"{what} configs with ch_mult[0] = {mult[0]} (not 1) cannot be expressed by UNet2DModel")
 
 
 def _check_ncsnpp_supported(orig: dict) -> None:
@@ -174,6 +182,7 @@ def adm_unet_config(orig: dict) -> dict:
         raise ModelLoadError("ADM conversion needs num_head_channels (a fixed head width), not num_heads only")
     ch, res = orig["num_channels"], orig["image_size"]
     mult = list(orig["channel_mult"])
+    _first_mult_is_one(mult, "ADM")
     attn_res = [int(r) for r in str(orig["attention_resolutions"]).split(",")]
     down, up = [], []
     for i in range(len(mult)):

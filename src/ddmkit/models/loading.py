@@ -294,6 +294,15 @@ def denoiser_from_unet(unet: torch.nn.Module, sched_cfg: dict | None, *, name: s
                 f"{source}: a ScoreSdeVeScheduler model must embed sigma with Fourier features "
                 f"(time_embedding_type 'fourier'), this one has {unet.config.get('time_embedding_type')!r}"
             )
+        if not unet.config.get("center_input_sample", False):
+            import warnings
+
+            warnings.warn(
+                f"{source}: a VE score model whose UNet does not centre its input (center_input_sample false) is fed "
+                "[0, 1] data as is; score_sde NCSN++ weights expect 2x - 1 (their data.centered = False). If the "
+                "weights come from score_sde, set center_input_sample true in its config.json or convert the original "
+                "checkpoint with `ddmkit convert --format score-sde`", stacklevel=2,
+            )
         den: Denoiser = VEScoreDenoiser(
             unet, sigma_min=float(sched_cfg.get("sigma_min", 0.01)), sigma_max=float(sched_cfg.get("sigma_max", 1348.0)),
             sample_shape=shape, data_range=(0.0, 1.0), name=name,
@@ -356,7 +365,7 @@ def load_raw_checkpoint(fmt: str, path: str | os.PathLike, config: str, *, devic
     den = denoiser_from_unet(unet, arch.scheduler, name=f"{fmt}:{Path(path).name}@{config}",
                              timestep_mode=timestep_mode, source=str(path))
     den.checkpoint = str(path)
-    den.conversion = {"format": fmt, "config": config, **info}
+    den.conversion = {"format": fmt, "config": config, "weights": info.get("weights")}
     return den
 
 
@@ -394,22 +403,34 @@ def save_diffusers_folder(unet: torch.nn.Module, scheduler_config: dict, out: st
 
 
 def model_identity(denoiser: Denoiser) -> dict:
-    """Name and SHA-256 of the weights of a loaded model (for boundaries, classifiers, manifests)."""
+    """Name and SHA-256 of the weights of a loaded model (for boundaries, classifiers, manifests).
+
+    The same weights get the same identity by either route: a raw checkpoint is identified by the
+    SHA-256 of its file, and so is a folder that `ddmkit convert` wrote from it with the default
+    (EMA) weights; a folder re-saved from a diffusers folder keeps the SHA-256 of the source weights
+    file (`identity_sha256` in ddmkit_conversion.json); other folders: the SHA-256 of their weights.
+    """
     inner = unwrap(denoiser)
     folder = getattr(inner, "folder", None)
     checkpoint = getattr(inner, "checkpoint", None)
-    digest = None
+    digest, conversion = None, getattr(inner, "conversion", None)
     if folder:
-        unet_dir = _find_unet_dir(Path(folder))
-        for n in _WEIGHT_FILES:
-            if (unet_dir / n).is_file():
-                digest = file_sha256(unet_dir / n)
-                break
+        prov_path = Path(folder) / "ddmkit_conversion.json"
+        prov = _read_json(prov_path) if prov_path.is_file() else {}
+        if prov.get("identity_sha256"):
+            digest = prov["identity_sha256"]
+            conversion = {k: prov.get(k) for k in ("format", "config", "weights")}
+        else:
+            unet_dir = _find_unet_dir(Path(folder))
+            for n in _WEIGHT_FILES:
+                if (unet_dir / n).is_file():
+                    digest = file_sha256(unet_dir / n)
+                    break
     elif checkpoint:
         digest = file_sha256(checkpoint)
     elif hasattr(inner, "mixture"):
         digest = hashlib.sha256(json.dumps(inner.mixture.to_json()).encode()).hexdigest()
     ident = {"name": inner.name, "sha256": digest}
-    if checkpoint:
-        ident["conversion"] = getattr(inner, "conversion", None)
+    if conversion:
+        ident["conversion"] = conversion
     return ident
