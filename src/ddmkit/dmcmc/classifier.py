@@ -11,21 +11,24 @@ over the model's own [sigma_min, sigma_max] (for the DDPM models, [0.0100, 157.4
 Network (`NoiseLevelNet`):
 
 - images: the paper's plain CNN, 4 x [conv3x3 (pad 1) -> ReLU -> AvgPool], channels C->32->64->128->256,
-  flatten 256 x 2 x 2 = 1024 -> Linear(1024 (+1), K). The pool strides adapt to the resolution so that
+  flatten 256 x 2 x 2 = 1024 -> Linear(1024 (+ 33, see below), K). The pool strides adapt to the resolution so that
   the last feature map is 2x2: 32 px -> stride 2,2,2,2 (CIFAR10 net); 256 px -> 4,4,4,2 (the
   CelebA-HQ net, kernel 2 with stride 4); 64 px -> 4,2,2,2; 16 px -> 2,2,2,-; other sizes end with an
   adaptive average pool to 2x2.
-- vectors (e.g. Gaussian mixtures): a small MLP, (D (+1)) -> 256 -> SiLU -> 256 -> SiLU -> (256 (+1)) -> K.
+- vectors (e.g. Gaussian mixtures): a small MLP, (D (+1)) -> 256 -> SiLU -> 256 -> SiLU -> (256 (+33)) -> K.
 
 Input normalisation (identical in training and sampling, stored in the metadata and applied by
 `NoiseLevelNet.forward` itself, so no caller can get it wrong):
 
 1. the data range is mapped affinely to [-1, 1] (the official [0, 1] networks do x -> 2x - 1);
    identity for [-1, 1] data (the DDPM models) and for unbounded data (mixtures);
-2. `input_norm="rms"` (ddmkit's default): each sample is divided by its root-mean-square r and
-   log r is given to the network as one extra input (to the MLP's first and last layer, to the CNN's
-   linear head). This makes the inputs well-scaled across the 4 decades of sigma; `"none"` feeds the
-   raw state as the official code does.
+2. `input_norm="rms"` (ddmkit's default): each sample is divided by its root-mean-square r, and the
+   network also gets log r and 32 Gaussian bumps of log r (centres evenly spread over
+   [log sigma_min - 1, log sigma_max + 1], width = their spacing): to the MLP's first layer (log r)
+   and to the linear head (log r and the bumps). The inputs are then well-scaled across the four
+   decades of sigma, and the coarse level (log r ~ log sigma once noise dominates) is one lookup away.
+   `"raw+logrms"`: the same extra inputs, but the state is not divided by r. `"none"`: the raw state
+   only, as the official code (1.41M parameters for 32 px, K = 1000).
 
 Files: `PATH.safetensors` (weights) + `PATH.json` (metadata: format, architecture, the sigma grid,
 K, sample shape, data range, input normalisation, model identity, training settings, held-out top-1
