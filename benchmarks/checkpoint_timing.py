@@ -6,7 +6,8 @@
 Each architecture is built from its real config (configs.py) with random weights (the time does not
 depend on the values), wrapped in the denoiser ddmkit uses for it (VP epsilon or VE score) and timed
 on one batched call D(x, sigma) under torch.no_grad: the median of `--reps` calls after one warm-up
-call. It is measured at batch 1 and at a measured batch `b`; when the paper runs use a larger batch
+call, in CPU seconds of the process (with one thread: the compute time of one core, unaffected by
+other jobs waiting for the same cores; wall seconds are recorded beside them). It is measured at batch 1 and at a measured batch `b`; when the paper runs use a larger batch
 (DMCMC: 200 chains on CIFAR-10, 20 on CelebA-HQ), their time per NFE is extrapolated linearly from
 the per-sample time at `b`, and the JSON says so ("extrapolated_from_batch").
 """
@@ -49,18 +50,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def time_calls(den, batch: int, reps: int) -> float:
-    arch_shape = den.sample_shape
-    x = torch.randn(batch, *arch_shape)
+def time_calls(den, batch: int, reps: int) -> tuple[float, float]:
+    """(median CPU seconds, median wall seconds) of one batched call, after one warm-up call."""
+    x = torch.randn(batch, *den.sample_shape)
     sigma = torch.full((batch,), 1.0)
     with torch.no_grad():
         den(x, sigma)  # warm-up
-        times = []
+        cpu, wall = [], []
         for _ in range(reps):
-            t0 = time.perf_counter()
+            c0, w0 = time.process_time(), time.perf_counter()
             den(x, sigma)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+    return statistics.median(cpu), statistics.median(wall)
 
 
 def main() -> int:
@@ -80,8 +82,8 @@ def main() -> int:
         net = build_unet(arch.unet).eval()
         den = denoiser_from_unet(net, arch.scheduler, name=name)
         n_params = sum(q.numel() for q in net.parameters())
-        t1 = time_calls(den, 1, args.reps)
-        tb = time_calls(den, b, args.reps) if b > 1 else t1
+        t1, w1 = time_calls(den, 1, args.reps)
+        tb, wb = time_calls(den, b, args.reps) if b > 1 else (t1, w1)
         per_sample = tb / b
         paper_s = tb if paper == b else (t1 if paper == 1 else per_sample * paper)
         row = {
@@ -90,6 +92,7 @@ def main() -> int:
             f"s_per_nfe_batch{b}": round(tb, 3), "s_per_sample_nfe": round(per_sample, 4), "paper_batch": paper,
             "s_per_nfe_paper_batch": round(paper_s, 2),
             "paper_batch_extrapolated_from_batch": b if paper not in (1, b) else None,
+            "wall_s_batch1": round(w1, 3), f"wall_s_batch{b}": round(wb, 3),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -100,8 +103,10 @@ def main() -> int:
         "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": args.threads,
                     "torch": torch.__version__, "python": platform.python_version(),
                     "load_average_at_end": [round(v, 2) for v in load] if load else None},
-        "method": f"median of {args.reps} calls after 1 warm-up, random weights; paper-batch times beyond the "
-                  "measured batch are per-sample time x paper batch (linear extrapolation)",
+        "method": f"median of {args.reps} calls after 1 warm-up, random weights. s_* are CPU seconds of the process "
+                  "(time.process_time; with one torch thread, the compute time of one core), because the machine was "
+                  "shared with a training job and wall times (wall_s_*) are inflated by waiting for a core. "
+                  "Paper-batch times beyond the measured batch are per-sample time x paper batch (linear extrapolation)",
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }

@@ -700,7 +700,8 @@ def test_score_sde_bare_state_dict_is_accepted(tmp_path):
     ref = _randomise(RefNCSNpp(o), 8)
     path = tmp_path / "bare.pth"
     torch.save(ref.state_dict(), path)
-    den = load_model(f"score-sde:{path}@{name}")
+    with pytest.warns(UserWarning, match="no EMA weights"):
+        den = load_model(f"score-sde:{path}@{name}")
     x, s = torch.rand(1, 3, 32, 32), torch.tensor([3.0])
     with torch.no_grad():
         _close(den.model(x, s).sample, ref(x, s))
@@ -745,9 +746,11 @@ def _save_unet(unet, folder: Path, sched: dict, layout: str, bin_legacy: bool = 
         (folder / "config.json").write_text(json.dumps(cfg, default=list))
         (folder / "scheduler_config.json").write_text(json.dumps(sched))
         sd = unet.state_dict()
-        if bin_legacy:  # early diffusers attention names, as in the original hub .bin files
+        if bin_legacy:  # early diffusers attention names (and Fourier W twice), as in the original hub .bin files
             ren = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
             sd = {next((k.replace(f".{a}.", f".{b}.") for a, b in ren.items() if f".{a}." in k), k): v for k, v in sd.items()}
+            if "time_proj.weight" in sd:
+                sd["time_proj.W"] = sd["time_proj.weight"]
         torch.save(sd, folder / "diffusion_pytorch_model.bin")
 
 
@@ -786,11 +789,13 @@ def test_diffusers_ve_folder_and_ddim_scheduler(tmp_path):
     unet = _randomise(UNet2DModel(**cfg), 12)
     sched = C.get_arch("google/ncsnpp-celebahq-256").scheduler
     _save_unet(unet, tmp_path / "ve", sched, "pipeline")
-    den = load_model(str(tmp_path / "ve"))
+    _save_unet(unet, tmp_path / "ve-hub", sched, "flat", bin_legacy=True)  # the google/ncsnpp-* upload layout
     x, sigma = torch.rand(2, 3, 64, 64), torch.tensor([0.01, 300.0])
-    with torch.no_grad():
-        _close(den(x, sigma), x + sigma[:, None, None, None] ** 2 * unet(x, sigma).sample)
-    assert (den.sigma_min, den.sigma_max, den.data_range) == (0.01, 348.0, (0.0, 1.0))
+    for folder in ("ve", "ve-hub"):
+        den = load_model(str(tmp_path / folder))
+        with torch.no_grad():
+            _close(den(x, sigma), x + sigma[:, None, None, None] ** 2 * unet(x, sigma).sample)
+        assert (den.sigma_min, den.sigma_max, den.data_range) == (0.01, 348.0, (0.0, 1.0))
     # a DDIMScheduler folder is a VP epsilon model too
     unet2 = _randomise(UNet2DModel(sample_size=16, block_out_channels=(32, 32), layers_per_block=1,
                                    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D")), 13)
@@ -909,6 +914,7 @@ def test_wrong_config_name(tmp_path, capsys, tiny_score_sde):
         load_model(f"score-sde:{good}@celebahq_256_ncsnpp_continuous")
 
 
+@pytest.mark.filterwarnings("ignore:.*holds no EMA weights")
 def test_missing_keys_are_named(tmp_path, capsys):
     arch = _ddpm_arch("ddpm-missing", _small(C.get_arch("celeba_hq").original, ch=32, ch_mult=[1, 2], image_size=16))
     o = arch.original
@@ -952,7 +958,7 @@ def test_hub_id_offline(tmp_path, monkeypatch, cifar10_unet):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(ModelLoadError, match=r"never downloads.*huggingface-cli download google/ddpm-cifar10-32"):
+    with pytest.raises(ModelLoadError, match=r"never downloads.*huggingface-cli download google/ddpm-cifar10-32 --local-dir models/ddpm-cifar10-32"):
         load_model("google/ddpm-cifar10-32")
     assert cli_main(["sample", "--model", "google/ddpm-cifar10-32", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert not (tmp_path / "o").exists()
@@ -1003,6 +1009,7 @@ def test_convert_help_runs_in_a_fresh_process():
     assert r.returncode == 0 and "score-sde" in r.stdout and "example" in r.stdout
 
 
+@pytest.mark.filterwarnings("ignore:.*holds no EMA weights")
 def test_h_space_is_mid_block_for_every_loaded_family(tmp_path):
     """The editing code's hook (ddmkit.editing.hspace) reads and replaces h on every converted family."""
     from ddmkit.editing.hspace import HSpace

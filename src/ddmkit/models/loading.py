@@ -80,7 +80,7 @@ def load_model(spec: str | None = "default", *, device: str | torch.device = "cp
             den.name = spec
             return den
         raise ModelLoadError(
-            f"{spec!r} is a Hugging Face hub id, but no local copy was found and ddmkit never downloads. "
+            f"{spec!r} is neither a local folder nor a Hugging Face hub id in the local cache, and ddmkit never downloads. "
             f"On a machine with internet run `huggingface-cli download {spec} --local-dir models/{spec.split('/')[1]}`, "
             f"copy that folder here and pass --model models/{spec.split('/')[1]} (or fill the HF cache "
             f"{hub_cache_dir()} and pass the id)"
@@ -261,8 +261,15 @@ def _load_unet(unet_dir: Path, device) -> torch.nn.Module:
 
 
 def _rename_legacy_attention(unet: torch.nn.Module, state: dict) -> dict:
-    """Early hub uploads (google/ddpm-*) name attention weights query/key/value/proj_attn; rename them as
-    diffusers' from_pretrained does for its deprecated attention blocks."""
+    """Early hub uploads (google/ddpm-*, google/ncsnpp-*) name attention weights query/key/value/proj_attn
+    and may store the Fourier features twice (time_proj.W and time_proj.weight, one parameter under two
+    names); rename / drop them as diffusers' from_pretrained does."""
+    if "time_proj.W" in state:
+        w = state.pop("time_proj.W")
+        if "time_proj.weight" not in state:
+            state["time_proj.weight"] = w
+        elif not torch.equal(w, state["time_proj.weight"]):
+            raise ModelLoadError("the weights hold two different Fourier feature vectors (time_proj.W, time_proj.weight)")
     table = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
     for path, module in unet.named_modules():
         if getattr(module, "_from_deprecated_attn_block", False):
@@ -365,7 +372,7 @@ def load_raw_checkpoint(fmt: str, path: str | os.PathLike, config: str, *, devic
     den = denoiser_from_unet(unet, arch.scheduler, name=f"{fmt}:{Path(path).name}@{config}",
                              timestep_mode=timestep_mode, source=str(path))
     den.checkpoint = str(path)
-    den.conversion = {"format": fmt, "config": config, "weights": info.get("weights")}
+    den.conversion = {"format": fmt, "config": config, **info}
     return den
 
 
@@ -413,7 +420,8 @@ def model_identity(denoiser: Denoiser) -> dict:
     inner = unwrap(denoiser)
     folder = getattr(inner, "folder", None)
     checkpoint = getattr(inner, "checkpoint", None)
-    digest, conversion = None, getattr(inner, "conversion", None)
+    digest = None
+    conversion = {k: v for k, v in (getattr(inner, "conversion", None) or {}).items() if k in ("format", "config", "weights")}
     if folder:
         prov_path = Path(folder) / "ddmkit_conversion.json"
         prov = _read_json(prov_path) if prov_path.is_file() else {}
