@@ -847,6 +847,19 @@ def test_convert_writes_a_diffusers_folder_that_matches(tmp_path, capsys):
         _close(u(xx, tt).sample, dref(xx, tt))
 
 
+def test_convert_a_hub_folder_to_safetensors(tmp_path, cifar10_unet):
+    src = tmp_path / "ddpm-cifar10-32"  # the flat hub layout with a legacy-named .bin
+    _save_unet(cifar10_unet, src, C.get_arch("google/ddpm-cifar10-32").scheduler, "flat", bin_legacy=True)
+    out = tmp_path / "st"
+    assert cli_main(["convert", str(src), "--format", "diffusers", "--out", str(out)]) == 0
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    a, b = load_model(str(src)), load_model(str(out))
+    x, s = torch.randn(1, 3, 32, 32), torch.tensor([2.0])
+    with torch.no_grad():
+        assert torch.equal(a(x, s), b(x, s))
+    assert model_identity(a)["sha256"] == model_identity(b)["sha256"]
+
+
 def test_convert_list_names_the_configs(capsys):
     assert cli_main(["convert", "--list"]) == 0
     out = capsys.readouterr().out

@@ -91,7 +91,7 @@ def ddpm_state_dict(obj: Any, *, use_ema: bool = True, source: str = "checkpoint
             raise ModelLoadError(f"{source} is a list, but not a DDIM training checkpoint [model, optimizer, ...]")
     elif isinstance(obj, dict):
         for name in (("ema", "state_dict", "model") if use_ema else ("state_dict", "model")):
-            if isinstance(obj.get(name), dict) and not isinstance(obj.get(name), torch.Tensor):
+            if isinstance(obj.get(name), dict):  # a wrapped state dict ({'state_dict': ...}, ...)
                 obj, info["weights"] = obj[name], name
                 break
     if not isinstance(obj, dict):

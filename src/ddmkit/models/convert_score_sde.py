@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..errors import ModelLoadError
@@ -39,9 +41,6 @@ from .configs import Arch, get_arch
 # ---------------------------------------------------------------------------------------------------
 # the NCSN++ none/residual network, from diffusers layers
 # ---------------------------------------------------------------------------------------------------
-
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 
 
 def _groups(ch: int) -> int:
