@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+import warnings
 from pathlib import Path
 
 from ..errors import DdmkitError
@@ -72,12 +74,15 @@ def run(args: argparse.Namespace) -> int:
         T = m.num_timesteps
     x, y, info, name = load_labelled(args, denoiser)
     t0 = time.time()
-    curve = mixing_step_search(
-        denoiser, x, y, candidates=candidates or default_candidates(T), n_inv=args.n_inv, h_source=args.h_source,
-        n_test=n_test, C=args.C, seed=args.seed, tol_acc=args.tol_acc, tol_r=args.tol_r,
-        radius_check=not args.no_radius_check, radius_samples=args.radius_samples, radius_steps=args.radius_steps,
-        accuracy=args.accuracy, batch_size=args.batch_size, hspace_module=args.hspace_module, progress=not args.quiet,
-    )
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("ignore")
+        curve = mixing_step_search(
+            denoiser, x, y, candidates=candidates or default_candidates(T), n_inv=args.n_inv, h_source=args.h_source,
+            n_test=n_test, C=args.C, seed=args.seed, tol_acc=args.tol_acc, tol_r=args.tol_r,
+            radius_check=not args.no_radius_check, radius_samples=args.radius_samples, radius_steps=args.radius_steps,
+            accuracy=args.accuracy, batch_size=args.batch_size, hspace_module=args.hspace_module,
+            progress=not args.quiet,
+        )
     result = {"command": "mixing-step", "model": args.model, "model_identity": model_fingerprint(denoiser),
               "attribute": name, "data": info, "ddmkit_version": __version__, "seconds": round(time.time() - t0, 2),
               **curve.to_json()}
@@ -87,5 +92,7 @@ def run(args: argparse.Namespace) -> int:
     for r in curve.rows:
         gap = f", radius gap {r['radius_gap']:.3f}" if "radius_gap" in r else ""
         print(f"t = {r['t']:4d}: acc z {r['acc_z']:.3f}, acc h {r['acc_h']:.3f}, r_inv {r['r_inv']:.2f}{gap}")
+    if curve.fallback:
+        print(f"ddmkit mixing-step: warning: {curve.reason}", file=sys.stderr)
     print(f"t_m = {curve.t_m} ({curve.reason}) -> {out}/mixing_step.json, mixing_step.png")
     return 0

@@ -206,6 +206,18 @@ def _noise_seeds(seed: int, indices: Sequence[int], k: int, same_noise: bool) ->
     return [sample_seed(seed + 1_000_003 * (1 if same_noise else k + 2), int(i)) for i in indices]
 
 
+@torch.no_grad()
+def edit_latents(denoiser, z: torch.Tensor, h: torch.Tensor, plan: EditPlan, *, eta: float = 1.0,
+                 n_steps: int | None = None, h_injection: str = "single", generator=None) -> tuple[torch.Tensor, int, dict]:
+    """Move (z, h) at the plan's t_m and generate (N NFE): the core of `edit_images` and `control` for
+    latents already at t_m. Returns (x0 clamped to the data range, NFE, distances used)."""
+    inj = _check_options(plan, h_injection, eta)
+    z2, h2, used = plan.apply(z, h)
+    out, n = generate(denoiser, z2, plan.t_m, int(n_steps or plan.n_inv), eta=eta, h=h2, h_injection=inj,
+                      generator=generator, hspace_module=plan.hspace_module)
+    return _clamp(out, denoiser), n, used
+
+
 @dataclass
 class EditResult:
     """`source` (B, C, H, W), `reconstruction` (eta = 0, no edit), `edits` (K, B, C, H, W) for the K plans,
