@@ -277,6 +277,10 @@ def main(argv=None) -> int:
                            ("n_train", "n_test", "train_accuracy", "test_accuracy", "fit_seconds", "recommended_distance")}
                            for s, bd in b.spaces.items()}} for a, b in boundaries.items()},
             "controls": controls, "costs": costs,
+            "strips": {"editing_<attribute>_<source>.png": "rows: the first 8 samples; columns: source (real face, or "
+                       "the unedited sample), then " + ", ".join(METHODS) + " at distance --distance",
+                       "editing_<attribute>_mixing_steps.png": "inverted source; columns: source, then mixing-step "
+                       "edits with pool boundaries at t = " + ", ".join(str(t) for t in sweep_ts)},
             "boundary_origin": origins,
             "rows": sorted(rows, key=lambda r: (r["attribute"], r["source"], METHODS.index(r["method"]), r["t_m"],
                                                 r["distance"], r["boundaries"])),
@@ -326,6 +330,8 @@ def main(argv=None) -> int:
         log(f"{attr:10s} {source:9s} {method:12s} t={t:4d} d={dist:g}: success {row['success']:.3f}, "
             f"preservation {row['preservation']:.3f}, rmse {row['distance_to_source']['pixel_rmse']:.3f}")
 
+    sweep_ts = sorted({int(v) for v in args.t_sweep.split(",") if v} | {t_m})
+
     # main comparison at t_m and at T-1
     lat_inv = inverted_latents(t_m)
     lat_gen = generated_latents(t_m)
@@ -356,7 +362,6 @@ def main(argv=None) -> int:
         for source, lat in (("inverted", lat_inv), ("generated", lat_gen)):
             run_row(attrs[0], source, "mixing-step", t_m, dist, boundaries, lat, refs[source], bkind_tm)
     # across mixing steps (inverted source; pool boundaries, also at t_m for a consistent curve)
-    sweep_ts = sorted({int(v) for v in args.t_sweep.split(",") if v} | {t_m})
     for t in sweep_ts:
         bt = pool_boundaries(t)
         lat_t = inverted_latents(t)

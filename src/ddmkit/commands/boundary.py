@@ -8,6 +8,17 @@ from pathlib import Path
 
 from ..errors import DdmkitError
 
+class ParagraphFormatter(argparse.HelpFormatter):
+    """Wraps each line of a description or epilog on its own (keeps the examples one per line)."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent,
+                                       break_on_hyphens=False)
+                         if line.strip() else "" for line in text.splitlines())
+
+
 FIT_EXAMPLE = "example: ddmkit boundary fit --faces 200 --attribute smiling --out boundaries/smiling.safetensors"
 
 
@@ -103,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=FIT_EXAMPLE + "\n  ddmkit boundary fit --images data/faces/images --labels data/faces/labels.csv "
         "--attribute eyeglasses --out eyeglasses.safetensors\n  ddmkit boundary fit --positive red_cars/ "
         "--negative cars/ --attribute 'red car' --out red.safetensors",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ParagraphFormatter,
     )
     from .sample import add_model_argument
 

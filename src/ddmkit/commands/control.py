@@ -13,6 +13,8 @@ EXAMPLE = ("example: ddmkit control --boundary smiling --distance 1x --num 8 --o
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .boundary import ParagraphFormatter
+
     from .edit import add_edit_arguments
 
     p = sub.add_parser(
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "same noise, no move) is generated too. Writes OUT/images/NNNNNN/{original,edit_K}.png, "
         "OUT/strips/NNNNNN.png (original | edits), OUT/strip.png and OUT/control.json.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ParagraphFormatter,
     )
     add_edit_arguments(p)
     p.add_argument("--num", type=int, default=8, help="number of samples (default: 8)")

@@ -145,6 +145,8 @@ def image_names(files: list[Path]) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .boundary import ParagraphFormatter
+
     p = sub.add_parser(
         "edit",
         help="edit real images along semantic boundaries (invert to t_m, move z and h, regenerate)",
@@ -156,7 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/strips/NAME.png (source | reconstruction | edits), OUT/strip.png and OUT/edit.json (settings, "
         "distances, NFE, reconstruction error, projections before/after, timings). Nothing is written on bad input.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ParagraphFormatter,
     )
     p.add_argument("input", metavar="IMAGE_OR_FOLDER", help="an image file or a folder of images")
     add_edit_arguments(p)
