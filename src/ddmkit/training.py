@@ -8,15 +8,13 @@ was not interrupted. The final model is a diffusers pipeline folder (`model_inde
 """
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,6 +46,7 @@ class TrainConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     threads: int = 0  # 0: torch's default
+    init_from: str = ""  # a diffusers folder whose UNet weights start the run (warm start)
     notes: dict = field(default_factory=dict)
 
 
@@ -110,6 +109,18 @@ def make_batch_source(cfg: TrainConfig) -> tuple[Callable[[int], torch.Tensor], 
     return folder_batch, int(data.shape[1])
 
 
+def _warm_start(model: torch.nn.Module, folder: str) -> None:
+    """Start from the UNet weights of a diffusers folder (e.g. the shipped EMA model, to train it longer)."""
+    path = Path(folder)
+    unet_dir = path / "unet" if (path / "unet").is_dir() else path
+    weights = unet_dir / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise DdmkitError(f"--init-from {folder}: no {weights.name} in {unet_dir}")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise DdmkitError(f"--init-from {folder}: weights do not fit this architecture (missing {missing[:2]}, unexpected {unexpected[:2]})")
+
+
 def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for name, p in model.state_dict().items():
@@ -139,20 +150,22 @@ def _config_json(cfg: TrainConfig) -> dict:
 
 
 def _comparable(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("steps", "checkpoint_every", "threads", "notes")}
+    return {k: v for k, v in d.items() if k not in ("steps", "checkpoint_every", "threads", "notes", "init_from")}
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True) -> Path:
     """Train (or resume) into the run folder `out`; returns the folder of the final pipeline."""
     run = Path(out)
-    run.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    batch_of, channels = make_batch_source(cfg)
+    batch_of, channels = make_batch_source(cfg)  # validates the data before anything is written
+    run.mkdir(parents=True, exist_ok=True)
     model = build_unet(cfg, channels)
     scheduler = build_scheduler(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if cfg.init_from:
+        _warm_start(model, cfg.init_from)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = 0
     ckpt = run / "checkpoint"

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--init-from", default="", help="warm start: a diffusers folder with the same architecture")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, resolution=args.resolution, block_out_channels=args.channels,
         attention_levels=tuple(bool(a) for a in args.attention), layers_per_block=args.layers_per_block,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, init_from=args.init_from,
     )
     model_dir = train(cfg, args.out, progress=not args.quiet)
     print(f"model written to {model_dir}")
