@@ -330,8 +330,7 @@ def arch_names(fmt: str | None = None) -> list[str]:
 def get_arch(name: str, fmt: str | None = None) -> Arch:
     """The architecture called `name` (for `fmt`, a source format, if given), or a clear error."""
     arch = ARCHS.get(name)
-    if arch is None or (fmt is not None and arch.fmt != fmt and not (fmt == "ddpm" and arch.fmt == "diffusers"
-                                                                          and arch.family == "ddpm")):
+    if arch is None or (fmt is not None and arch.fmt != fmt):
         names = ", ".join(arch_names(fmt))
         raise ModelLoadError(f"unknown {fmt + ' ' if fmt else ''}config {name!r}; known: {names}")
     return arch
