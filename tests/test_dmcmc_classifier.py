@@ -148,3 +148,28 @@ def test_evaluate_reports_by_decade():
     res = evaluate_classifier(clf.net, clf.grid, m.sample(200, torch.Generator().manual_seed(0))[0])
     assert set(res) >= {"top1_accuracy", "mean_abs_dlog_sigma", "median_abs_dlog_sigma", "mean_abs_dlog_sigma_by_decade"}
     assert np.isfinite(res["mean_abs_dlog_sigma"])
+
+
+@pytest.mark.parametrize("domain,shape", [("faces", (3, 32, 32)), ("digits", (1, 32, 32))])
+def test_shipped_classifier_matches_the_shipped_model(domain, shape):
+    """The shipped file covers the DDPM models' sigma range [0.0100, 157.4] with K = 1000 levels, is
+    small, and passes the compatibility check against a model of that schedule, shape and domain."""
+    from diffusers import DDPMScheduler
+
+    from ddmkit.denoisers import VPEpsDenoiser
+    from ddmkit.dmcmc.run import shipped_classifier_path
+
+    path = shipped_classifier_path("default" if domain == "faces" else domain)
+    assert paths_for(path)[0].stat().st_size < 10 * 2**20
+    clf = load_classifier(path)
+    assert clf.k == 1000 and clf.meta["domain"] == domain
+    assert clf.sigma_min == pytest.approx(0.0100, abs=1e-4) and clf.sigma_max == pytest.approx(157.4, abs=0.1)
+    assert clf.meta["held_out"]["mean_abs_dlog_sigma"] < 0.3
+    den = VPEpsDenoiser(lambda x, t: torch.zeros_like(x), DDPMScheduler().alphas_cumprod, shape)
+    den.domain = domain
+    check_compatible(clf, den, {"name": "default", "sha256": "f" * 64})
+    den.domain = "other"
+    with pytest.raises(DdmkitError, match="data"):
+        check_compatible(clf, den, None)
+    x = torch.randn(2, *shape) * 3.0
+    assert clf.sigma(x).shape == (2,)
