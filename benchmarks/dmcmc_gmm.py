@@ -15,7 +15,9 @@ outputs (57 NFE per chain; 200 chains, 2000 outputs: +5.7). Plain sampling also 
 
 DLG settings per (integrator, budget): n_skip takes 20/40/60% of the budget, the integrator the most
 steps that fit the rest, eta in {0.02, 0.1, 0.4} (unbounded data: used as is), the noise-level classifier
-is ddmkit's MLP trained here on exact mixture samples (K = 1000). The setting is chosen on a tuning run
+is ddmkit's MLP trained here on exact mixture samples (K = 1000, 20k steps of 256). The chosen settings
+are also run with the exact (Bayes) classifier of the mixture, `settings.classifier = "exact"`, to
+separate the sampler from the classifier's errors. The setting is chosen on a tuning run
 (seed 0, 1000 samples) and the chosen one is scored on fresh samples (seed 1, 2000 samples), so the
 DLG rows are not selected on the samples they are scored on. RK45 has no budget knob: its tolerance
 (and n_skip) is varied and the NFE measured.
@@ -58,6 +60,7 @@ RK45_TOLS = (1e-1, 1e-2, 1e-3, 1e-5)
 RK45_SKIPS = (2, 5, 10)
 PEER_STEPS = (5, 7, 10, 15, 20, 30, 50)
 INTEGRATORS = ("kar1", "kar2", "rd", "em", "pf", "rk45", "ddim")
+CLASSIFIER_STEPS = 20_000  # 5M noisy samples (the paper's CIFAR10 net saw 10M); ~10 min on one thread
 
 
 def setup():
@@ -103,7 +106,7 @@ def get_classifier(mix, den):
 
     path = CACHE / "dmcmc_gmm_classifier"
     if not paths_for(path)[1].is_file():
-        cfg = ClassifierTrainConfig(k=1000, steps=4000, batch_size=256, lr=2e-3, checkpoint_every=500)
+        cfg = ClassifierTrainConfig(k=1000, steps=CLASSIFIER_STEPS, batch_size=256, lr=2e-3, checkpoint_every=1000)
         train_noise_classifier(mixture_data(mix, seed=0), (DIM,), None, den.sigma_min, den.sigma_max, path, cfg,
                                meta={"model": f"random_mixture({DIM}, {COMPONENTS}, seed={MIX_SEED})"}, progress=True)
     return load_classifier(path)
@@ -142,7 +145,7 @@ def run_plain(den, mix, integrator, steps, options, num, seed):
     return {"nfe": res.nfe_per_sample, "metrics": metrics(res.x, mix), "seconds": round(time.time() - t, 2)}
 
 
-def run_dlg(den, mix, clf, integrator, steps, eta, n_skip, options, num, seed, chains=None):
+def run_dlg(den, mix, clf, integrator, steps, eta, n_skip, options, num, seed, chains=None) -> dict:
     from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
 
     t = time.time()
@@ -209,6 +212,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     table, tuning = Table(OUT), Table(TUNING)
     clf = get_classifier(mix, den)
+    from ddmkit.dmcmc.classifier import exact_mixture_classifier
+
+    exact = exact_mixture_classifier(mix, den.sigma_min, den.sigma_max, 1000)  # reference: the Bayes classifier
     t_start = time.time()
 
     def log(msg):
@@ -265,10 +271,13 @@ def main() -> None:
             s = {"budget": budget, "n_skip": bs["n_skip"], "steps": bs["steps"], "eta": bs["eta"], "options": bs["options"],
                  "num": NUM, "seed": SEED, "chains": CHAINS,
                  "selected_on": f"frechet_within, seed {TUNE_SEED}, {TUNE_NUM} samples from {TUNE_CHAINS} chains"}
-            if not table.has(integ, True, s):
-                r = run_dlg(den, mix, clf, integ, bs["steps"], bs["eta"], bs["n_skip"], bs["options"], NUM, SEED)
-                table.add({"method": integ, "dlg": True, **r, "settings": s})
-                log(f"dlg {integ} budget {budget}: nfe {r['nfe']:.1f} {r['metrics']} (n_skip {bs['n_skip']}, steps {bs['steps']}, eta {bs['eta']})")
+            for name, c in (("trained", clf), ("exact", exact)):
+                sc = {**s, "classifier": name}
+                if not table.has(integ, True, sc):
+                    r = run_dlg(den, mix, c, integ, bs["steps"], bs["eta"], bs["n_skip"], bs["options"], NUM, SEED)
+                    table.add({"method": integ, "dlg": True, **r, "settings": sc})
+                    log(f"dlg ({name} classifier) {integ} budget {budget}: nfe {r['nfe']:.1f} {r['metrics']} "
+                        f"(n_skip {bs['n_skip']}, steps {bs['steps']}, eta {bs['eta']})")
     plot(table.rows)
     summary(table.rows)
 
@@ -284,12 +293,14 @@ def plot(rows: list[dict]) -> None:
     peers = {n: sorted((r["nfe"], r["metrics"]["frechet"]) for r in rows if r["method"] == n and r["metrics"]["frechet"] is not None)
              for n in ("dpmsolver++2m", "unipc")}
     for ax, integ in zip(axes.flat, INTEGRATORS):
-        for dlg, style, label in ((False, "o-", "plain"), (True, "s-", "DLG (per-output NFE)")):
+        for dlg, clf_name, style, label in ((False, None, "o-", "plain"), (True, "trained", "s-", "DLG (per-output NFE)"),
+                                            (True, "exact", "^-", "DLG, exact classifier")):
             pts = sorted((r["nfe"], r["metrics"]["frechet"], r.get("nfe_with_burn_in")) for r in rows
-                         if r["method"] == integ and r["dlg"] == dlg and r["metrics"]["frechet"] is not None)
+                         if r["method"] == integ and r["dlg"] == dlg and r["metrics"]["frechet"] is not None
+                         and r["settings"].get("classifier") == clf_name)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=4)
-                if dlg:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=4, alpha=0.6 if clf_name == "exact" else 1)
+                if clf_name == "trained":
                     ax.plot([p[2] for p in pts], [p[1] for p in pts], "s:", color=ax.lines[-1].get_color(), alpha=0.5,
                             ms=3, label="DLG incl. amortised burn-in")
         for (name, pts), c in zip(peers.items(), ("grey", "black")):
@@ -322,6 +333,7 @@ def summary(rows: list[dict]) -> None:
             best = {}
             for dlg in (False, True):
                 vals = [r["metrics"]["frechet"] for r in rows if r["method"] == integ and r["dlg"] == dlg
+                        and r["settings"].get("classifier", "trained") == "trained"
                         and r["nfe"] <= cap and r["metrics"]["frechet"] is not None]
                 best[dlg] = min(vals) if vals else None
             fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
