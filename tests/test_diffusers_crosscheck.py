@@ -31,7 +31,7 @@ def test_ddim_matches_diffusers_ddim_scheduler():
     for t in sched.timesteps:
         y = sched.step(unet(y, t).sample, t, y, eta=0.0).prev_sample
 
-    den = VPEpsDenoiser(unet, sched.alphas_cumprod, (3, 16, 16))
+    den = VPEpsDenoiser(unet, sched.alphas_cumprod, (3, 16, 16), clip_denoised=False)
     sig = den.sigmas[sched.timesteps.long()].float()
     sigmas = torch.cat([sig, torch.zeros(1)])
     x_ve = x_vp * (1 + sig[0] ** 2).sqrt()
@@ -53,7 +53,7 @@ def test_euler_and_heun_on_karras_sigmas_match_diffusers():
     for t in euler.timesteps:
         y = euler.step(unet(euler.scale_model_input(y, t), t).sample, t, y).prev_sample
 
-    den = VPEpsDenoiser(unet, euler.alphas_cumprod, (3, 16, 16), timestep_mode="interpolate")
+    den = VPEpsDenoiser(unet, euler.alphas_cumprod, (3, 16, 16), timestep_mode="interpolate", clip_denoised=False)
     sigmas = euler.sigmas.float()  # Karras grid + final 0
     ours, nfe = ddim(den, x0 * euler.init_noise_sigma, sigmas)
     assert nfe == 8
@@ -82,3 +82,19 @@ def test_sigma_timestep_mapping_round_trips():
     mid = (den.sigmas[10] * den.sigmas[11]).sqrt().reshape(1).float()  # halfway in log sigma
     interp = VPEpsDenoiser(lambda x, t: x, sched.alphas_cumprod, (3, 4, 4), timestep_mode="interpolate")
     assert abs(interp.sigma_to_t(mid).item() - 10.5) < 1e-3
+
+
+def test_clip_denoised_projects_onto_the_data_range_and_counters_forward_attributes():
+    from diffusers import DDPMScheduler
+
+    from ddmkit.denoisers import NFECounter
+
+    sched = DDPMScheduler(**BETAS)
+    wild = VPEpsDenoiser(lambda x, t: -5 * torch.ones_like(x), sched.alphas_cumprod, (3, 4, 4))
+    x, sigma = torch.zeros(2, 3, 4, 4), torch.tensor([3.0, 80.0])
+    assert wild(x, sigma).abs().max() == 1.0  # 0 + sigma * 5 clamped to [-1, 1]
+    raw = VPEpsDenoiser(lambda x, t: -5 * torch.ones_like(x), sched.alphas_cumprod, (3, 4, 4), clip_denoised=False)
+    torch.testing.assert_close(raw(x, sigma)[:, 0, 0, 0], 5 * sigma)
+    counter = NFECounter(wild)
+    assert counter.data_range == (-1.0, 1.0) and counter.name == "vp-eps" and counter.sample_shape == (3, 4, 4)
+    assert counter(x, sigma).abs().max() == 1.0 and counter.nfe == 1

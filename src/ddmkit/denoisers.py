@@ -29,6 +29,7 @@ class Denoiser:
     sigma_max: float
     sample_shape: tuple[int, ...]
     data_range: tuple[float, float] | None = None
+    clip_denoised: bool = False
     name: str = "denoiser"
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -36,7 +37,12 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sigma = as_sigma(sigma, x)
-        return self.denoise(x, sigma)
+        out = self.denoise(x, sigma)
+        if self.clip_denoised and self.data_range is not None:
+            # E[x0 | x] lies in the convex hull of the data, so projecting onto the data range only
+            # removes model error (DDPM's clip_denoised; diffusers' clip_sample)
+            out = out.clamp(self.data_range[0], self.data_range[1])
+        return out
 
     def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2 (Tweedie)."""
@@ -74,6 +80,8 @@ def as_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 class NFECounter(Denoiser):
     """Wraps a denoiser and counts its batched calls (the NFE), never by formula."""
 
+    clip_denoised = False  # the wrapped model clips (or not) itself
+
     def __init__(self, inner: Denoiser):
         self.inner = inner
         self.nfe = 0
@@ -85,6 +93,22 @@ class NFECounter(Denoiser):
     def reset(self) -> int:
         n, self.nfe = self.nfe, 0
         return n
+
+    # attributes with a class-level default on `Denoiser` are forwarded explicitly
+    @property
+    def data_range(self):
+        return self.inner.data_range
+
+    @property
+    def name(self):
+        return self.inner.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    def extra_info(self) -> dict:
+        return self.inner.extra_info()
 
     def __getattr__(self, name: str):  # sigma_min, sample_shape, unet, ... of the wrapped model
         if name == "inner":
@@ -112,6 +136,8 @@ class VPEpsDenoiser(Denoiser):
     in log sigma (`timestep_mode="nearest"`, k-diffusion's quantize mode) or a fractional timestep
     interpolated in log sigma (`"interpolate"`, as diffusers' Karras-sigma schedulers do). For
     learned-variance networks (2C output channels) the first C channels are epsilon.
+    `clip_denoised` (default True, as in the original DDPM code and diffusers' `clip_sample`) clamps D
+    to the data range.
     """
 
     def __init__(
@@ -123,6 +149,7 @@ class VPEpsDenoiser(Denoiser):
         timestep_mode: Literal["nearest", "interpolate"] = "nearest",
         data_range: tuple[float, float] | None = (-1.0, 1.0),
         name: str = "vp-eps",
+        clip_denoised: bool = True,
     ):
         if timestep_mode not in ("nearest", "interpolate"):
             raise DdmkitError(f"timestep_mode must be 'nearest' or 'interpolate', got {timestep_mode!r}")
@@ -135,6 +162,7 @@ class VPEpsDenoiser(Denoiser):
         self.timestep_mode = timestep_mode
         self.data_range = data_range
         self.name = name
+        self.clip_denoised = clip_denoised
 
     @property
     def unet(self):
@@ -174,7 +202,8 @@ class VPEpsDenoiser(Denoiser):
         return x - s * eps.to(x.dtype)
 
     def extra_info(self) -> dict:
-        return {"parametrisation": "vp-eps", "timestep_mode": self.timestep_mode, "num_timesteps": len(self.sigmas)}
+        return {"parametrisation": "vp-eps", "timestep_mode": self.timestep_mode, "num_timesteps": len(self.sigmas),
+                "clip_denoised": self.clip_denoised}
 
 
 class VEScoreDenoiser(Denoiser):
@@ -189,6 +218,7 @@ class VEScoreDenoiser(Denoiser):
         *,
         data_range: tuple[float, float] | None = (0.0, 1.0),
         name: str = "ve-score",
+        clip_denoised: bool = False,
     ):
         if not 0 < sigma_min < sigma_max:
             raise DdmkitError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
@@ -197,6 +227,7 @@ class VEScoreDenoiser(Denoiser):
         self.sample_shape = tuple(sample_shape)
         self.data_range = data_range
         self.name = name
+        self.clip_denoised = clip_denoised  # off by default, as in score_sde
 
     @property
     def device(self) -> torch.device:
@@ -211,4 +242,4 @@ class VEScoreDenoiser(Denoiser):
         return x + append_dims(sigma, x.ndim) ** 2 * out.to(x.dtype)
 
     def extra_info(self) -> dict:
-        return {"parametrisation": "ve-score"}
+        return {"parametrisation": "ve-score", "clip_denoised": self.clip_denoised}
