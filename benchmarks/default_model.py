@@ -1,0 +1,71 @@
+"""The shipped models' quality ceiling: FD, attribute (class) frequencies and classifier confidence of
+samples at a high NFE, beside the noise floor (real data scored the same way) and the data's frequencies.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/default_model.py [--num 2000] [--models default digits]
+    # -> results/default_model.json; samples are kept (resumable) under runs/bench-default-model/
+
+Targets (issue "Embedded default"): every attribute decided with max probability >= 0.9 on >= 90% of
+samples, and attribute frequencies of 2,000 samples within 0.07 of the data's.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import machine, read_json, write_json  # noqa: E402
+from ddmkit.cli import main as ddmkit  # noqa: E402
+
+SETTINGS = [("kar1", 26), ("ddim", 50)]  # 50 and 51 NFE per sample with the Tweedie step
+
+
+def run(model: str, num: int, batch: int) -> list[dict]:
+    from ddmkit.metrics.evaluate import evaluate_images
+
+    domain = "digits" if model == "digits" else "faces"
+    rows = []
+    for integrator, steps in SETTINGS:
+        out = Path("runs/bench-default-model") / f"{model}-{integrator}-{steps}-{num}"
+        if not (out / "manifest.json").is_file():
+            code = ddmkit(["sample", "--model", model, "--integrator", integrator, "--steps", str(steps), "--num",
+                           str(num), "--batch-size", str(batch), "--seed", "0", "--out", str(out)])
+            if code:
+                raise SystemExit(code)
+        import json
+
+        manifest = json.loads((out / "manifest.json").read_text())
+        x = np.load(out / "samples.npz")["x"]
+        metrics = evaluate_images(x, domain)
+        freq_key = "attribute_frequency" if domain == "faces" else "class_frequency"
+        data_key = "data_attribute_frequency" if domain == "faces" else "data_class_frequency"
+        gap = {k: abs(metrics[freq_key][k] - metrics[data_key][k]) for k in metrics[freq_key]}
+        rows.append({"model": model, "domain": domain, "method": integrator, "steps": steps,
+                     "nfe": manifest["nfe_per_sample"], "n": int(len(x)), "metrics": metrics,
+                     "max_frequency_gap": max(gap.values()), "frequency_gap": gap})
+        print(model, integrator, steps, {k: metrics[k] for k in ("fd", "fd_noise_floor")},
+              "max gap", round(max(gap.values()), 4), flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--num", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--models", nargs="+", default=["default", "digits"])
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    results = read_json("default_model.json", {}) or {}
+    rows = [r for r in results.get("rows", []) if r["model"] not in args.models]
+    for model in args.models:
+        rows += run(model, args.num, args.batch_size)
+    write_json("default_model.json", {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/default_model.py",
+                                      "machine": machine(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
