@@ -232,7 +232,7 @@ def main() -> None:
             s = {"steps": steps, "num": NUM, "seed": SEED}
             if not table.has(name, False, s):
                 r = run_peer(den, mix, name, steps, NUM, SEED)
-                table.add({"method": name, "dlg": False, "nfe": r["nfe"], "settings": {**s, **r.pop("settings_extra")},
+                table.add({"method": name, "dlg": False, "nfe": r["nfe"], "settings": s, "details": r.pop("settings_extra"),
                            "metrics": r["metrics"], "seconds": r["seconds"]})
                 log(f"{name} {steps}: {r['metrics']}")
     # plain integrators

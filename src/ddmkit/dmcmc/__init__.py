@@ -1,7 +1,24 @@
 """Denoising MCMC (Kim & Ye, ICML 2023): the noise-level classifier and the Denoising Langevin Gibbs
-sampler (spec: shared/specs/dmcmc.md).
+(DLG) sampler (spec: shared/specs/dmcmc.md, sections 3-6, 10, 11).
 
-    from ddmkit.dmcmc import load_classifier, DLGConfig, dlg_sample
+Command line:
+
+    ddmkit noise-classifier train --model gmm:mix.json --out runs/mix_clf        # or --model default / digits /
+    ddmkit sample --dmcmc --model gmm:mix.json --noise-classifier runs/mix_clf \\  #   a diffusers folder + --data
+        --integrator kar1 --steps 4 --n-skip 4 --dlg-eta 0.05 --num 1000 --out runs/dlg
+    ddmkit sample --dmcmc --model default --integrator kar2 --steps 20 --n-skip 10   # shipped classifier
+    ddmkit tune-dmcmc --model gmm:mix.json --noise-classifier runs/mix_clf --target-nfe 20 --out tune.json
+
+Python:
+
+    from ddmkit.dmcmc import DLGConfig, dlg_sample, load_classifier
+    clf = load_classifier("runs/mix_clf")
+    res = dlg_sample(denoiser, clf, DLGConfig(integrator="kar1", steps=4, eta=0.05, n_skip=4), num=1000, chains=100)
+    res.x, res.chain, res.sigma_star, res.nfe, res.events
+
+Modules: `classifier` (network, training, files, compatibility checks, the exact mixture classifier),
+`dlg` (the chain, the sampler, NFE accounting, divergence handling, resumable state), `run` (the
+file-backed, resumable `sample --dmcmc`), `tune` (the grid search of `tune-dmcmc`).
 """
 from .classifier import (
     ClassifierTrainConfig,
@@ -9,7 +26,15 @@ from .classifier import (
     NoiseLevelNet,
     check_compatible,
     evaluate_classifier,
+    exact_mixture_classifier,
     load_classifier,
     save_classifier,
     train_noise_classifier,
 )
+from .dlg import BurnIn, ChainState, DLGConfig, DLGResult, DLGSampler, dlg_sample, nfe_summary, parse_burn_in
+
+__all__ = [
+    "BurnIn", "ChainState", "ClassifierTrainConfig", "DLGConfig", "DLGResult", "DLGSampler", "NoiseLevelClassifier",
+    "NoiseLevelNet", "check_compatible", "dlg_sample", "evaluate_classifier", "exact_mixture_classifier",
+    "load_classifier", "nfe_summary", "parse_burn_in", "save_classifier", "train_noise_classifier",
+]
