@@ -9,7 +9,8 @@ Sources: `inverted` = NUM held-out faces from the generator (seed EVAL_FACES_SEE
 t_m. Each source sample is edited toward the opposite of its current attribute (classifier on the
 source: the real face, or the unedited sample generated with the same noise): d = +D if absent,
 -D if present, with move "set" and D = --distance x the boundary's recommended distance per space.
-Post-edit generation: eta = 1, N = 40 steps, the same noise per sample for every method.
+Post-edit generation: eta = 1 (and eta = 0 for mixing-step), N = 40 steps, the same noise per
+sample for every method; a generated sample's reference is generated with the row's eta.
 
 Methods (rows): mixing-step (z and h at t_m, single h injection: the paper), x_T (the same at
 t = T-1 with boundaries fitted on latents inverted to T-1: the "distance effect" baseline), z-only,
@@ -205,15 +206,15 @@ def main(argv=None) -> int:
         log(f"generated latents at t = {t}")
         return cache.arrays(f"gen_t{t}_n{args.num}_p{args.prefix_steps}", run)
 
-    def reference(source, t, lat):
-        """The images edits are compared with: the real faces, or the unedited eta = 1 samples."""
+    def reference(source, t, lat, eta=1.0):
+        """The images edits are compared with: the real faces, or the unedited samples (same x_T, noise, eta)."""
         if source == "inverted":
             return x_src.copy(), feat_src, pred_src
         def run():
-            x, secs, _ = batched_generate(lat["z"], lat["h"], t)
+            x, secs, _ = batched_generate(lat["z"], lat["h"], t, eta=eta)
             return {"u8": to_u8(x)}
-        log(f"unedited generated samples from t = {t}")
-        x = from_u8(cache.arrays(f"orig_t{t}_n{args.num}_g{args.gen_steps}", run)["u8"])
+        log(f"unedited generated samples from t = {t}, eta = {eta:g}")
+        x = from_u8(cache.arrays(f"orig_t{t}_n{args.num}_g{args.gen_steps}_eta{eta:g}", run)["u8"])
         f, p = clf.extract(x)
         return x, f, (p > 0.5).astype(np.int64)
 
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- rows
     out_path = Path(args.out)
     prev = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    done = {tuple(r["key"]): r for r in prev.get("rows", []) if r.get("num") == args.num}
+    done = {tuple(r["key"]): r for r in prev.get("rows", []) if r.get("num") == args.num and len(r["key"]) == 7}
     rows: list[dict] = list(done.values())
     strips: dict[tuple, dict] = {}
 
@@ -278,20 +279,21 @@ def main(argv=None) -> int:
                            for s, bd in b.spaces.items()}} for a, b in boundaries.items()},
             "controls": controls, "costs": costs,
             "strips": {"editing_<attribute>_<source>.png": "rows: the first 8 samples; columns: source (real face, or "
-                       "the unedited sample), then " + ", ".join(METHODS) + " at distance --distance",
+                       "the unedited sample), then " + ", ".join(METHODS) + " at distance --distance (eta = 1), then "
+                       "mixing-step with eta = 0",
                        "editing_<attribute>_mixing_steps.png": "inverted source; columns: source, then mixing-step "
                        "edits with pool boundaries at t = " + ", ".join(str(t) for t in sweep_ts)},
             "boundary_origin": origins,
             "rows": sorted(rows, key=lambda r: (r["attribute"], r["source"], METHODS.index(r["method"]), r["t_m"],
-                                                r["distance"], r["boundaries"])),
+                                                r["distance"], r["boundaries"], -r["eta"])),
         }
         atomic_write_json(out_path, result)
 
     controls: dict = prev.get("controls", {}) if prev.get("settings", {}).get("num") == args.num else {}
     costs: dict = prev.get("costs", {}) if prev.get("settings", {}).get("num") == args.num else {}
 
-    def run_row(attr, source, method, t, dist, bset, lat, ref, bkind):
-        key = (attr, source, method, int(t), float(dist), bkind)
+    def run_row(attr, source, method, t, dist, bset, lat, ref, bkind, eta=1.0):
+        key = (attr, source, method, int(t), float(dist), bkind, float(eta))
         j = ATTRIBUTES.index(attr)
         ref_x, ref_feat, ref_pred = ref
         space = {"z-only": "z", "h-only": "h"}.get(method, "both")
@@ -306,20 +308,20 @@ def main(argv=None) -> int:
                 if len(sel) == 0:
                     continue
                 plan = EditPlan([(b, Distance(sign * dist, relative=True))], space=space, move="set")
-                x, s, n = batched_generate(lat["z"][sel], lat["h"][sel], t, plan, inj=inj, idx=sel)
+                x, s, n = batched_generate(lat["z"][sel], lat["h"][sel], t, plan, eta=eta, inj=inj, idx=sel)
                 out[sel] = x
                 secs += s
                 nfe = n
             return {"u8": to_u8(out), "seconds": np.array(secs), "nfe": np.array(nfe)}
 
-        name = f"edit_{attr}_{source}_{method}_t{t}_d{dist:g}_{bkind}_n{args.num}"
+        name = f"edit_{attr}_{source}_{method}_t{t}_d{dist:g}_{bkind}_eta{eta:g}_n{args.num}"
         res = cache.arrays(name, compute)
         x = from_u8(res["u8"])
         strips[key] = x[:8]
         if key in done:
             return
         row = {"key": list(key), "attribute": attr, "source": source, "method": method, "t_m": int(t),
-               "distance": float(dist), "boundaries": bkind,
+               "distance": float(dist), "boundaries": bkind, "eta": float(eta),
                "distance_abs": {s: float(dist * b[s].recommended_distance) for s in b.spaces},
                "boundary_test_accuracy": {s: b[s].stats.get("test_accuracy") for s in b.spaces},
                "num": args.num, **score(x, ref_x, ref_feat, ref_pred, j, target),
@@ -327,7 +329,7 @@ def main(argv=None) -> int:
         rows.append(row)
         done[key] = row
         save()
-        log(f"{attr:10s} {source:9s} {method:12s} t={t:4d} d={dist:g}: success {row['success']:.3f}, "
+        log(f"{attr:10s} {source:9s} {method:12s} t={t:4d} d={dist:g} eta={eta:g}: success {row['success']:.3f}, "
             f"preservation {row['preservation']:.3f}, rmse {row['distance_to_source']['pixel_rmse']:.3f}")
 
     sweep_ts = sorted({int(v) for v in args.t_sweep.split(",") if v} | {t_m})
@@ -357,6 +359,9 @@ def main(argv=None) -> int:
                     run_row(attr, source, method, top, args.distance, b_top, lat_top, ref_top, "pool")
                 else:
                     run_row(attr, source, method, t_m, args.distance, boundaries, lat, ref, bkind_tm)
+            # the paper's eta = 1 after the edit re-randomises much of a 32 px face: also eta = 0
+            ref0 = ref if source == "inverted" else reference("generated", t_m, lat, eta=0.0)
+            run_row(attr, source, "mixing-step", t_m, args.distance, boundaries, lat, ref0, bkind_tm, eta=0.0)
     # distance sweep
     for dist in [float(v) for v in args.distance_sweep.split(",") if v]:
         for source, lat in (("inverted", lat_inv), ("generated", lat_gen)):
@@ -440,12 +445,16 @@ def main(argv=None) -> int:
             cols = [refs[source][0][:8]]
             for method in METHODS:
                 t = top if method == "x_T" else t_m
-                key = (attr, source, method, t, float(args.distance), "pool" if method == "x_T" else bkind_tm)
+                key = (attr, source, method, t, float(args.distance), "pool" if method == "x_T" else bkind_tm, 1.0)
                 if key in strips:
                     cols.append(strips[key])
+            key = (attr, source, "mixing-step", t_m, float(args.distance), bkind_tm, 0.0)
+            if key in strips:
+                cols.append(strips[key])
             strip(cols, out_path.parent / f"editing_{attr}_{source}.png")
         cols = [x_src[:8]] + [strips[k] for k in sorted(strips) if k[0] == attr and k[1] == "inverted"
-                              and k[2] == "mixing-step" and k[4] == float(args.distance) and k[5] == "pool"]
+                              and k[2] == "mixing-step" and k[4] == float(args.distance) and k[5] == "pool"
+                              and k[6] == 1.0]
         strip(cols, out_path.parent / f"editing_{attr}_mixing_steps.png")
     log(f"wrote {out_path} and strips")
     return 0

@@ -84,16 +84,17 @@ def test_inversion_reconstructs_within_the_stated_error(den):
     shrink by 2.5-3.4x from N = 10 to 40 (4x in the first-order limit): require monotone and > 2x.
     The floor: generation ends with 0 -> -1, which removes sqrt(1 - abar_0) eps = 0.01 eps from an
     image the inversion treated as x_0 at t = 0; so at small t_m and large N the error is ~0.01 x
-    rms(eps) (measured ~0.004 at t_m = 200, N = 40): require < 0.02 there."""
+    rms(eps) (measured ~0.004 at t_m = 200, N = 40): require < 0.02 there.
+    Generation without x0 clipping: the exact reverse of the (never clipping) inversion."""
     x = images(4)
     err = {}
     for n in (10, 20, 40):
         inv = invert(den, x, 500, n)
-        rec, _ = generate(den, inv.z, 500, n)
+        rec, _ = generate(den, inv.z, 500, n, clip_x0=False)
         err[n] = reconstruction_error(x, rec)["rmse"]
     assert err[10] > err[20] > err[40] and err[40] < err[10] / 2
     inv = invert(den, x, 200, 40)
-    rec, _ = generate(den, inv.z, 200, 40)
+    rec, _ = generate(den, inv.z, 200, 40, clip_x0=False)
     e = reconstruction_error(x, rec)
     assert e["rmse"] < 0.02 and e["psnr_db"] > 40 and len(e["rmse_per_image"]) == 4
 
@@ -154,3 +155,22 @@ def test_errors(den, gmm_2d):
     # an NFE counter around the model is transparent
     inv = invert(NFECounter(den), images(1), 20, 3)
     assert inv.nfe == 2 and np.isfinite(inv.z.numpy()).all()
+
+
+def test_clipping_follows_the_model_and_matches_the_sigma_space_ddim(den):
+    """Generation clamps x0 to the data range when the model does (clip_denoised) and recomputes eps:
+    the same update as the `ddim` integrator on a clipping denoiser, on the same timesteps."""
+    from ddmkit.integrators import ddim
+
+    x, e = torch.randn(2, 3, 4, 4) * 3, torch.randn(2, 3, 4, 4)
+    x0 = ((x - 0.5**0.5 * e) / 0.5**0.5).clamp(-1, 1)
+    assert torch.allclose(ddim_step(x, e, 0.5, 1.0, clip=(-1, 1)), x0)
+    x_T = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    assert den.clip_denoised
+    pre = sample_to_tm(den, x_T, 1, 20)
+    off = sample_to_tm(den, x_T, 1, 20, clip_x0=False)
+    assert not torch.allclose(pre.z, off.z)
+    seq = sample_grid(1, 1000, 20)
+    sig = den.sigmas[torch.tensor(seq[::-1])].float()
+    ve, _ = ddim(den, x_T * (1 + sig[0] ** 2).sqrt(), sig)
+    assert torch.allclose(pre.z, ve / (1 + sig[-1] ** 2).sqrt(), atol=2e-3)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     res = control(denoiser, plans, num=args.num, seed=args.seed, prefix_steps=args.prefix_steps, n_steps=args.steps,
                   eta=args.eta, h_injection=args.h_injection, same_noise=not args.different_noise,
-                  batch_size=args.batch_size, progress=not args.quiet)
+                  batch_size=args.batch_size, clip_x0=False if args.no_clip else None, progress=not args.quiet)
     lo, hi = getattr(unwrap(denoiser), "data_range", None) or (-1.0, 1.0)
     names = [f"{i:06d}" for i in range(args.num)]
     rows = [(n, [("original", res.original[i])] + [(f"edit_{k:02d}", res.edits[k, i]) for k in range(len(plans))])

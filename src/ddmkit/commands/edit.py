@@ -48,6 +48,9 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=float, default=1.0, help="DDIM eta after the edit (default: 1, as in the paper)")
     p.add_argument("--steps", type=int, default=None,
                    help="DDIM grid points N for generation from t_m (N NFE; default: the boundary's N_inv, 40)")
+    p.add_argument("--no-clip", action="store_true",
+                   help="do not clamp the x0 estimate to the data range during generation (the official step); "
+                   "default: clamp when the model does (clip_denoised, on for DDPMs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the eta > 0 noise (per image)")
     p.add_argument("--different-noise", action="store_true",
                    help="draw new noise for every distance of a sweep (default: the same noise for all)")
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     res = edit_images(denoiser, x, plans, eta=args.eta, n_steps=args.steps, h_injection=args.h_injection,
                       seed=args.seed, same_noise=not args.different_noise, batch_size=args.batch_size,
-                      progress=not args.quiet)
+                      clip_x0=False if args.no_clip else None, progress=not args.quiet)
     names = image_names(files)
     rows = []
     for i, name in enumerate(names):

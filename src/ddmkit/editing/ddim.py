@@ -10,6 +10,13 @@ official BoundaryDiffusion code (spec section 2), on the discrete timesteps of a
         c2 = sqrt(1 - a_t' - c1^2)   (c1 = 0 for eta = 0 or t' > t)
 
 Each call also records h (the bottleneck on that call's input); see `ddmkit.editing.hspace`.
+
+x0 clipping: the official step does not clip x0. ddmkit's VP models clip the denoised estimate to
+the data range by default (`clip_denoised`, as DDPM and diffusers' `clip_sample`), and without it
+the DDIM trajectories of a small model from x_T ~ N(0, I) diverge to saturated images. So generation
+(`generate`, `sample_to_tm`) follows the model's `clip_denoised` unless `clip_x0` says otherwise:
+x0 is clamped and eps recomputed from it (the same update as the sigma-space `ddim` integrator with
+a clipping denoiser). Inversion never clips: a clamp is not invertible.
 Data are VP samples in the model's range ([-1, 1] for the DDPMs), not the sigma-space x of the
 samplers. NFE is counted per batched network call by `EpsModel`, never by formula.
 """
@@ -74,6 +81,12 @@ class EpsModel:
     def __exit__(self, *exc) -> None:
         self.hs.__exit__(*exc)
 
+    def clip_range(self, clip_x0: bool | None) -> tuple[float, float] | None:
+        """The x0 clamp of generation: the model's `clip_denoised` and data range unless `clip_x0` is given."""
+        use = getattr(self.denoiser, "clip_denoised", False) if clip_x0 is None else bool(clip_x0)
+        rng = getattr(self.denoiser, "data_range", None)
+        return tuple(rng) if use and rng is not None else None
+
     def abar(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
 
@@ -86,9 +99,13 @@ class EpsModel:
 
 
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_t: float, a_next: float, eta: float = 0.0,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
-    """One step of spec section 2 from x_t (with eps = eps(x_t, t)) to x_t'; eta applies when t' < t."""
+              noise: torch.Tensor | None = None, clip: tuple[float, float] | None = None) -> torch.Tensor:
+    """One step of spec section 2 from x_t (with eps = eps(x_t, t)) to x_t'; eta applies when t' < t.
+    With `clip` = (lo, hi), x0 is clamped to it and eps recomputed from the clamped x0."""
     x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    if clip is not None:
+        x0 = x0.clamp(clip[0], clip[1])
+        eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
     if eta == 0 or a_next <= a_t:  # deterministic, or an inversion step (t' > t)
         return a_next**0.5 * x0 + (1 - a_next) ** 0.5 * eps
     c1 = eta * ((1 - a_t / a_next) * (1 - a_next) / (1 - a_t)) ** 0.5
@@ -142,13 +159,15 @@ def invert(denoiser, x0: torch.Tensor, t_m: int = 500, n_steps: int = 40, *, h_s
 @torch.no_grad()
 def generate(denoiser, z: torch.Tensor, t_m: int, n_steps: int = 40, *, eta: float = 0.0,
              h: torch.Tensor | None = None, h_injection: HInjection = "single", generator=None,
-             hspace_module: str = DEFAULT_MODULE, seq: list[int] | None = None) -> tuple[torch.Tensor, int]:
+             hspace_module: str = DEFAULT_MODULE, seq: list[int] | None = None,
+             clip_x0: bool | None = None) -> tuple[torch.Tensor, int]:
     """DDIM generation from z = x_{t_m} down to x_0 on the official grid (N NFE incl. the 0 -> -1 step).
 
     With `h` given, the first call (z, t_m) uses it as its bottleneck. `h_injection`: "single" (the
     paper: that call only), "lagged" (the official code: call k > 0 gets the natural bottleneck of
     call k-1), "none" (h ignored: a z-only edit). eta > 0 draws noise from `generator` (a
-    `torch.Generator` or a per-sample `PerSampleGenerator`). Returns (x0, nfe)."""
+    `torch.Generator` or a per-sample `PerSampleGenerator`). `clip_x0`: None follows the model's
+    `clip_denoised` (see the module docstring). Returns (x0, nfe)."""
     from ..integrators import randn_like
 
     if h_injection not in H_INJECTIONS:
@@ -160,6 +179,7 @@ def generate(denoiser, z: torch.Tensor, t_m: int, n_steps: int = 40, *, eta: flo
         raise DdmkitError(f"the grid must end at t_m = {t_m}")
     pairs = list(zip(reversed(seq), list(reversed(seq))[1:] + [-1]))
     with EpsModel(denoiser, hspace_module) as m:
+        clip = m.clip_range(clip_x0)
         x = z.to(m.device, torch.float32)
         prev_h = h if h_injection != "none" else None
         for k, (t, t_next) in enumerate(pairs):
@@ -168,7 +188,7 @@ def generate(denoiser, z: torch.Tensor, t_m: int, n_steps: int = 40, *, eta: flo
             eps = m(x, t)
             prev_h = m.hs.h if h_injection == "lagged" else None
             noise = randn_like(x, generator) if (eta > 0 and t_next >= 0) else None
-            x = ddim_step(x, eps, m.abar(t), m.abar(t_next), eta if t_next >= 0 else 0.0, noise)
+            x = ddim_step(x, eps, m.abar(t), m.abar(t_next), eta if t_next >= 0 else 0.0, noise, clip)
         return x, m.nfe
 
 
@@ -187,7 +207,7 @@ def sample_grid(t_m: int, num_timesteps: int, n_steps: int) -> list[int]:
 
 @torch.no_grad()
 def sample_to_tm(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50, *, h_source: HSource = "last",
-                 hspace_module: str = DEFAULT_MODULE) -> Inversion:
+                 hspace_module: str = DEFAULT_MODULE, clip_x0: bool | None = None) -> Inversion:
     """DDIM (eta = 0) from x_T at t = T-1 down to x_{t_m} in n_steps NFE (+1 for h_source "tm").
 
     h comes from the last call (at the grid point just above t_m), as in the official unconditional
@@ -195,10 +215,11 @@ def sample_to_tm(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50, *, h_
     _check_h_source(h_source)
     with EpsModel(denoiser, hspace_module) as m:
         seq = sample_grid(t_m, m.num_timesteps, n_steps)
+        clip = m.clip_range(clip_x0)
         x = x_T.to(m.device, torch.float32)
         for t, t_next in zip(reversed(seq[1:]), reversed(seq[:-1])):
             eps = m(x, t)
-            x = ddim_step(x, eps, m.abar(t), m.abar(t_next))
+            x = ddim_step(x, eps, m.abar(t), m.abar(t_next), clip=clip)
         h, h_t = m.hs.h, seq[1] if len(seq) > 1 else t_m
         if h_source == "tm" or len(seq) == 1:
             m(x, t_m)

@@ -208,13 +208,14 @@ def _noise_seeds(seed: int, indices: Sequence[int], k: int, same_noise: bool) ->
 
 @torch.no_grad()
 def edit_latents(denoiser, z: torch.Tensor, h: torch.Tensor, plan: EditPlan, *, eta: float = 1.0,
-                 n_steps: int | None = None, h_injection: str = "single", generator=None) -> tuple[torch.Tensor, int, dict]:
+                 n_steps: int | None = None, h_injection: str = "single", generator=None,
+                 clip_x0: bool | None = None) -> tuple[torch.Tensor, int, dict]:
     """Move (z, h) at the plan's t_m and generate (N NFE): the core of `edit_images` and `control` for
     latents already at t_m. Returns (x0 clamped to the data range, NFE, distances used)."""
     inj = _check_options(plan, h_injection, eta)
     z2, h2, used = plan.apply(z, h)
     out, n = generate(denoiser, z2, plan.t_m, int(n_steps or plan.n_inv), eta=eta, h=h2, h_injection=inj,
-                      generator=generator, hspace_module=plan.hspace_module)
+                      generator=generator, hspace_module=plan.hspace_module, clip_x0=clip_x0)
     return _clamp(out, denoiser), n, used
 
 
@@ -243,6 +244,12 @@ def _clamp(x: torch.Tensor, denoiser) -> torch.Tensor:
     return x.clamp(rng[0], rng[1]) if rng else x
 
 
+def _clip_used(denoiser, clip_x0: bool | None) -> bool:
+    from ..denoisers import unwrap
+
+    return bool(getattr(unwrap(denoiser), "clip_denoised", False)) if clip_x0 is None else bool(clip_x0)
+
+
 def _merge_proj(acc: dict, part: dict) -> None:
     for a, spaces in part.items():
         for s, vals in spaces.items():
@@ -253,7 +260,8 @@ def _merge_proj(acc: dict, part: dict) -> None:
 def edit_images(denoiser, images: torch.Tensor | np.ndarray, plans: EditPlan | Sequence[EditPlan], *,
                 eta: float = 1.0, n_steps: int | None = None, h_injection: str = "single", seed: int = 0,
                 same_noise: bool = True, reconstruct: bool = True, batch_size: int = 16,
-                indices: Sequence[int] | None = None, progress: bool = False) -> EditResult:
+                indices: Sequence[int] | None = None, clip_x0: bool | None = None,
+                progress: bool = False) -> EditResult:
     """Edit real images (B, C, H, W) in the model's range: one output batch per plan (a sweep is a
     list of plans). Generation uses `n_steps` (default: the boundary's N_inv) and `eta` (default 1)."""
     plans = [plans] if isinstance(plans, EditPlan) else list(plans)
@@ -284,7 +292,8 @@ def edit_images(denoiser, images: torch.Tensor | np.ndarray, plans: EditPlan | S
         _merge_proj(before, projections(ref, inv.z, inv.h))
         if reconstruct:
             t0 = time.perf_counter()
-            rec, n = generate(denoiser, inv.z, ref.t_m, ref.n_inv, eta=0.0, hspace_module=ref.hspace_module)
+            rec, n = generate(denoiser, inv.z, ref.t_m, ref.n_inv, eta=0.0, hspace_module=ref.hspace_module,
+                              clip_x0=clip_x0)
             secs["reconstruction"] += time.perf_counter() - t0
             nfe["reconstruction"] = n
             recs.append(_clamp(rec, denoiser).cpu())
@@ -295,7 +304,7 @@ def edit_images(denoiser, images: torch.Tensor | np.ndarray, plans: EditPlan | S
             gen = _generators(_noise_seeds(seed, ib, k, same_noise)) if eta > 0 else None
             t0 = time.perf_counter()
             out, n = generate(denoiser, z2, ref.t_m, n_gen, eta=eta, h=h2, h_injection=inj, generator=gen,
-                              hspace_module=ref.hspace_module)
+                              hspace_module=ref.hspace_module, clip_x0=clip_x0)
             secs["edits"] += time.perf_counter() - t0
             nfe["per_edit"] = n
             outs[k].append(_clamp(out, denoiser).cpu())
@@ -303,7 +312,7 @@ def edit_images(denoiser, images: torch.Tensor | np.ndarray, plans: EditPlan | S
     err = reconstruction_error(x, recon) if recon is not None else None
     nfe["total_per_image"] = nfe["inversion"] + nfe["reconstruction"] + nfe["per_edit"] * len(plans)
     settings = {"eta": eta, "n_steps_generation": n_gen, "h_injection": inj, "seed": seed, "same_noise": same_noise,
-                **ref.describe()}
+                "clip_x0": _clip_used(denoiser, clip_x0), **ref.describe()}
     return EditResult(source=x.numpy(), reconstruction=recon, edits=np.stack([torch.cat(o).numpy() for o in outs]),
                       plans=plans, distances_used=used, projections_before=before, projections_after=after, nfe=nfe,
                       reconstruction_error=err, seconds={k: round(v, 3) for k, v in secs.items()}, settings=settings)
@@ -328,7 +337,7 @@ class ControlResult:
 def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, seed: int = 0,
             prefix_steps: int = 50, n_steps: int | None = None, eta: float = 1.0, h_injection: str = "single",
             same_noise: bool = True, batch_size: int = 16, indices: Sequence[int] | None = None,
-            x_T: torch.Tensor | None = None, progress: bool = False) -> ControlResult:
+            x_T: torch.Tensor | None = None, clip_x0: bool | None = None, progress: bool = False) -> ControlResult:
     """Unconditional control (spec 5.3): x_T ~ N(0, I) (per-sample seeds), DDIM eta = 0 from T-1 to t_m
     in `prefix_steps` NFE (the official code uses the 999-point grid: about T - t_m NFE), edit at t_m,
     generate with `n_steps` (default: the boundary's N_inv) at `eta`. Also returns the unedited samples."""
@@ -360,13 +369,15 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, see
     for i in starts:
         xb, ib = x_T[i : i + batch_size], idx[i : i + batch_size]
         t0 = time.perf_counter()
-        pre = sample_to_tm(denoiser, xb, ref.t_m, prefix_steps, h_source=ref.h_source, hspace_module=ref.hspace_module)
+        pre = sample_to_tm(denoiser, xb, ref.t_m, prefix_steps, h_source=ref.h_source, hspace_module=ref.hspace_module,
+                           clip_x0=clip_x0)
         secs["prefix"] += time.perf_counter() - t0
         nfe["prefix"] = pre.nfe
         _merge_proj(before, projections(ref, pre.z, pre.h))
         gen = _generators(_noise_seeds(seed, ib, -1, same_noise)) if eta > 0 else None
         t0 = time.perf_counter()
-        orig, n = generate(denoiser, pre.z, ref.t_m, n_gen, eta=eta, generator=gen, hspace_module=ref.hspace_module)
+        orig, n = generate(denoiser, pre.z, ref.t_m, n_gen, eta=eta, generator=gen, hspace_module=ref.hspace_module,
+                           clip_x0=clip_x0)
         secs["original"] += time.perf_counter() - t0
         nfe["original"] = n
         originals.append(_clamp(orig, denoiser).cpu())
@@ -377,13 +388,13 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, see
             gen = _generators(_noise_seeds(seed, ib, k, same_noise)) if eta > 0 else None
             t0 = time.perf_counter()
             out, n = generate(denoiser, z2, ref.t_m, n_gen, eta=eta, h=h2, h_injection=inj, generator=gen,
-                              hspace_module=ref.hspace_module)
+                              hspace_module=ref.hspace_module, clip_x0=clip_x0)
             secs["edits"] += time.perf_counter() - t0
             nfe["per_edit"] = n
             outs[k].append(_clamp(out, denoiser).cpu())
     nfe["total_per_sample"] = nfe["prefix"] + nfe["original"] + nfe["per_edit"] * len(plans)
     settings = {"eta": eta, "prefix_steps": prefix_steps, "n_steps_generation": n_gen, "h_injection": inj, "seed": seed,
-                "same_noise": same_noise, **ref.describe()}
+                "same_noise": same_noise, "clip_x0": _clip_used(denoiser, clip_x0), **ref.describe()}
     return ControlResult(original=torch.cat(originals).numpy(), edits=np.stack([torch.cat(o).numpy() for o in outs]),
                          plans=plans, distances_used=used, projections_before=before, projections_after=after, nfe=nfe,
                          seconds={k: round(v, 3) for k, v in secs.items()}, settings=settings)

@@ -65,10 +65,11 @@ def choose_mixing_step(rows: Sequence[dict], *, tol_acc: float = 0.02, tol_r: fl
 
 @torch.no_grad()
 def sampled_radii(denoiser, ts: Sequence[int], *, num: int = 64, steps: int = 100, seed: int = 0,
-                  batch_size: int = 64, hspace_module: str = DEFAULT_MODULE) -> dict[int, float]:
+                  batch_size: int = 64, hspace_module: str = DEFAULT_MODULE,
+                  clip_x0: bool | None = None) -> dict[int, float]:
     """Mean |x_t| at each t in `ts` along DDIM (eta = 0) trajectories from x_T ~ N(0, I), on a descending grid
     of about `steps` intervals from T-1 that passes through every t in `ts` (the official probe uses
-    999 points)."""
+    999 points). x0 is clipped as in `generate` (the model's `clip_denoised` unless `clip_x0`)."""
     from ..integrators import PerSampleGenerator
     from ..sampling import sample_seed
 
@@ -78,6 +79,7 @@ def sampled_radii(denoiser, ts: Sequence[int], *, num: int = 64, steps: int = 10
         grid |= set(int(t) for t in ts)
         seq = sorted(grid, reverse=True)
         shape = tuple(m.denoiser.sample_shape)
+        clip = m.clip_range(clip_x0)
         sums = {int(t): 0.0 for t in ts}
         for i in range(0, num, batch_size):
             idx = range(i, min(num, i + batch_size))
@@ -85,7 +87,7 @@ def sampled_radii(denoiser, ts: Sequence[int], *, num: int = 64, steps: int = 10
             if top in sums:
                 sums[top] += float(x.flatten(1).norm(dim=1).sum())
             for t, t_next in zip(seq[:-1], seq[1:]):
-                x = ddim_step(x, m(x, t), m.abar(t), m.abar(t_next))
+                x = ddim_step(x, m(x, t), m.abar(t), m.abar(t_next), clip=clip)
                 if t_next in sums:
                     sums[t_next] += float(x.flatten(1).norm(dim=1).sum())
     return {t: s / num for t, s in sums.items()}
