@@ -48,7 +48,11 @@ def test_sample_dmcmc_writes_the_folder_and_the_nfe_split(gmm, tmp_path):
         assert z["sigma_star"].shape == (50,) and np.isfinite(z["x"]).all()
     assert m["dmcmc"]["chains"] == 20 and m["dmcmc"]["n_skip"] == 3 and m["divergence_events"] == []
     assert m["sampler_settings"]["eta_effective"] == pytest.approx(0.05)
+    assert m["sampler_settings"]["tweedie_sigma"] == pytest.approx(0.002)  # the mixture model's sigma_min
     assert not (tmp_path / "run" / "parts").exists()
+    assert _sample(gmm, tmp_path / "tw", "--tweedie-sigma", "1e-3") == 0
+    mt = json.loads((tmp_path / "tw" / "manifest.json").read_text())
+    assert mt["sampler_settings"]["tweedie_sigma"] == pytest.approx(1e-3) and mt["dmcmc"]["tweedie_sigma"] == 1e-3
 
 
 def test_resume_after_interruption_gives_the_uninterrupted_result(gmm, tmp_path, monkeypatch):
@@ -110,7 +114,8 @@ def test_bad_input_exits_2_and_writes_nothing(gmm, tmp_path, capsys):
     assert main(base + ["--noise-classifier", str(gmm / "clf"), "--n-skip", "-1", "--out", str(tmp_path / "o5")]) == 2
     assert main(["sample", "--model", mix, "--n-skip", "2", "--num", "4", "--out", str(tmp_path / "o6")]) == 2
     assert "--dmcmc" in capsys.readouterr().err
-    for o in ("o1", "o2", "o3", "o4", "o5", "o6"):
+    assert main(base + ["--noise-classifier", str(gmm / "clf"), "--tweedie-sigma", "0", "--out", str(tmp_path / "o7")]) == 2
+    for o in ("o1", "o2", "o3", "o4", "o5", "o6", "o7"):
         assert not (tmp_path / o).exists()
 
 

@@ -141,6 +141,10 @@ class DLGConfig:
             raise DdmkitError(f"--sigma-step must be 'argmax' or 'sample', got {self.sigma_step!r}")
         if self.select not in ("min_sigma", "last"):
             raise DdmkitError(f"--select must be 'min_sigma' or 'last', got {self.select!r}")
+        if self.tweedie_sigma is not None and not (self.tweedie_sigma > 0 and math.isfinite(self.tweedie_sigma)):
+            raise DdmkitError(f"--tweedie-sigma must be > 0, got {self.tweedie_sigma}")
+        if self.sigma_lo is not None and not (self.sigma_lo > 0 and math.isfinite(self.sigma_lo)):
+            raise DdmkitError(f"sigma_lo must be > 0, got {self.sigma_lo}")
         if not self.divergence_factor > 0:
             raise DdmkitError("divergence_factor must be > 0")
         parse_burn_in(self.burn_in)

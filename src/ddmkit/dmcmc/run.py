@@ -73,7 +73,7 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str) -> int:
     options = base_settings["options"]
     config = DLGConfig(integrator=args.integrator, steps=args.steps, eta=args.dlg_eta, n_skip=args.n_skip,
                        sigma_step=args.sigma_step, select=args.select, burn_in=args.burn_in,
-                       tweedie=not args.no_tweedie, options=options)
+                       tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=options)
     config.validate()
     chains = args.chains or min(args.num, args.batch_size)
     if chains < 1:
