@@ -55,6 +55,20 @@ def test_sample_dmcmc_writes_the_folder_and_the_nfe_split(gmm, tmp_path):
     assert mt["sampler_settings"]["tweedie_sigma"] == pytest.approx(1e-3) and mt["dmcmc"]["tweedie_sigma"] == 1e-3
 
 
+def test_eta_is_the_dlg_step_size_with_dmcmc_and_ddim_eta_is_separate(gmm, tmp_path, capsys):
+    def run(out, *extra):
+        return main(["sample", "--model", f"gmm:{gmm / 'mix.json'}", "--dmcmc", "--noise-classifier", str(gmm / "clf"),
+                     "--integrator", "ddim", "--steps", "3", "--n-skip", "2", "--num", "10", "--chains", "10",
+                     "--out", str(out), "--quiet", *extra])
+
+    assert run(tmp_path / "a", "--eta", "0.07", "--ddim-eta", "0.5") == 0
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["sampler_settings"]["eta_effective"] == pytest.approx(0.07)
+    assert m["options"] == {"eta": 0.5}
+    assert run(tmp_path / "b", "--eta", "0.07", "--dlg-eta", "0.1") == 2
+    assert "once" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
 def test_resume_after_interruption_gives_the_uninterrupted_result(gmm, tmp_path, monkeypatch):
     assert _sample(gmm, tmp_path / "ref") == 0
     saved = {}

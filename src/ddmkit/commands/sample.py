@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed; sample i uses its own seed derived from it")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-tweedie", action="store_true", help="skip the final Tweedie denoising step (1 NFE)")
-    p.add_argument("--eta", type=float, default=None, help="ddim: eta (0 deterministic, 1 DDPM-like)")
+    p.add_argument("--eta", type=float, default=None,
+                   help="with --dmcmc: the DLG Langevin step size (same as --dlg-eta); otherwise ddim's eta")
+    p.add_argument("--ddim-eta", type=float, default=None, help="ddim: eta (0 deterministic, 1 DDPM-like)")
     p.add_argument("--s-churn", type=float, default=None, help="kar2: S_churn (default 80)")
     p.add_argument("--s-noise", type=float, default=None, help="kar2: S_noise (default 1.007)")
     p.add_argument("--rtol", type=float, default=None, help="rk45: relative tolerance (default 1e-5)")
@@ -60,7 +62,7 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
         "Denoising MCMC (--dmcmc)",
         "DLG chains (Kim & Ye 2023) start every integration at the chain's own noise level; --integrator and "
         "--steps are then the integrator's. NFE per sample = n_skip + integrator + 1 (Tweedie); burn-in is reported "
-        "separately. The DLG step size is --dlg-eta (--eta stays DDIM's eta). Example: ddmkit sample --dmcmc "
+        "separately. The DLG step size is --eta (or --dlg-eta); DDIM's eta is then --ddim-eta. Example: ddmkit sample --dmcmc "
         "--integrator kar1 --steps 4 --n-skip 4 --num 64 --out runs/dlg-kar1")
     g.add_argument("--dmcmc", action="store_true", help="sample with Denoising Langevin Gibbs chains")
     g.add_argument("--dlg-eta", type=float, default=0.8,
@@ -80,6 +82,22 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tweedie-sigma", type=float, default=None,
                    help="sigma of DLG's final Tweedie step (default: the model's sigma_min; the official CelebA-HQ "
                    "runs use 1e-3)")
+
+
+def resolve_eta_flags(args: argparse.Namespace) -> None:
+    """--eta is the DLG step size with --dmcmc (the paper's eta) and DDIM's eta otherwise; --dlg-eta and
+    --ddim-eta name each one explicitly."""
+    ddim_eta = getattr(args, "ddim_eta", None)
+    if getattr(args, "dmcmc", False):
+        if args.eta is not None:
+            if getattr(args, "dlg_eta", 0.8) != 0.8 and args.dlg_eta != args.eta:
+                raise DdmkitError("give the DLG step size once: --eta or --dlg-eta")
+            args.dlg_eta = args.eta
+        args.eta = ddim_eta
+    elif ddim_eta is not None:
+        if args.eta is not None and args.eta != ddim_eta:
+            raise DdmkitError("give DDIM's eta once: --eta or --ddim-eta")
+        args.eta = ddim_eta
 
 
 def integrator_options_from_args(args: argparse.Namespace) -> dict:
@@ -119,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise DdmkitError(f"{args.integrator} needs --steps >= 2 (N grid points including the final 0)")
     if args.num < 1 or args.batch_size < 1:
         raise DdmkitError("--num and --batch-size must be >= 1")
+    resolve_eta_flags(args)
     options = integrator_options_from_args(args)
     check_dmcmc_arguments(args)
     device = resolve_device(args.device)
