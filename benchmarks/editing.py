@@ -362,18 +362,6 @@ def main(argv=None) -> int:
             # the paper's eta = 1 after the edit re-randomises much of a 32 px face: also eta = 0
             ref0 = ref if source == "inverted" else reference("generated", t_m, lat, eta=0.0)
             run_row(attr, source, "mixing-step", t_m, args.distance, boundaries, lat, ref0, bkind_tm, eta=0.0)
-    # distance sweep
-    for dist in [float(v) for v in args.distance_sweep.split(",") if v]:
-        for source, lat in (("inverted", lat_inv), ("generated", lat_gen)):
-            run_row(attrs[0], source, "mixing-step", t_m, dist, boundaries, lat, refs[source], bkind_tm)
-    # across mixing steps (inverted source; pool boundaries, also at t_m for a consistent curve)
-    for t in sweep_ts:
-        bt = pool_boundaries(t)
-        lat_t = inverted_latents(t)
-        for attr in attrs:
-            run_row(attr, "inverted", "mixing-step", t, args.distance, bt, lat_t, refs["inverted"], "pool")
-    save()
-
     # ---------------------------------------------------------------- controls
     if "reconstruction" not in controls:
         def recon():
@@ -432,30 +420,47 @@ def main(argv=None) -> int:
         log(f"costs: {costs}")
 
     # ---------------------------------------------------------------- strips
-    def strip(rows_imgs, path):
-        u8 = [to_u8(r) for r in rows_imgs]
-        n = min(len(r) for r in u8)
-        grid = np.stack([r[:n] for r in u8], axis=1)  # (samples, columns, C, H, W)
-        k, c = grid.shape[:2]
-        tiles = grid.reshape(k * c, *grid.shape[2:]).transpose(0, 2, 3, 1)
-        save_png(path, image_grid(tiles, ncols=c), scale=3)
+    def write_strips():
+        def strip(rows_imgs, path):
+            u8 = [to_u8(r) for r in rows_imgs]
+            n = min(len(r) for r in u8)
+            grid = np.stack([r[:n] for r in u8], axis=1)  # (samples, columns, C, H, W)
+            k, c = grid.shape[:2]
+            tiles = grid.reshape(k * c, *grid.shape[2:]).transpose(0, 2, 3, 1)
+            save_png(path, image_grid(tiles, ncols=c), scale=3)
 
-    for attr in attrs:
-        for source in ("inverted", "generated"):
-            cols = [refs[source][0][:8]]
-            for method in METHODS:
-                t = top if method == "x_T" else t_m
-                key = (attr, source, method, t, float(args.distance), "pool" if method == "x_T" else bkind_tm, 1.0)
+        for attr in attrs:
+            for source in ("inverted", "generated"):
+                cols = [refs[source][0][:8]]
+                for method in METHODS:
+                    t = top if method == "x_T" else t_m
+                    key = (attr, source, method, t, float(args.distance), "pool" if method == "x_T" else bkind_tm, 1.0)
+                    if key in strips:
+                        cols.append(strips[key])
+                key = (attr, source, "mixing-step", t_m, float(args.distance), bkind_tm, 0.0)
                 if key in strips:
                     cols.append(strips[key])
-            key = (attr, source, "mixing-step", t_m, float(args.distance), bkind_tm, 0.0)
-            if key in strips:
-                cols.append(strips[key])
-            strip(cols, out_path.parent / f"editing_{attr}_{source}.png")
-        cols = [x_src[:8]] + [strips[k] for k in sorted(strips) if k[0] == attr and k[1] == "inverted"
-                              and k[2] == "mixing-step" and k[4] == float(args.distance) and k[5] == "pool"
-                              and k[6] == 1.0]
-        strip(cols, out_path.parent / f"editing_{attr}_mixing_steps.png")
+                strip(cols, out_path.parent / f"editing_{attr}_{source}.png")
+            cols = [x_src[:8]] + [strips[k] for k in sorted(strips) if k[0] == attr and k[1] == "inverted"
+                                  and k[2] == "mixing-step" and k[4] == float(args.distance) and k[5] == "pool"
+                                  and k[6] == 1.0]
+            strip(cols, out_path.parent / f"editing_{attr}_mixing_steps.png")
+    write_strips()
+    log(f"wrote {out_path} and strips (main comparison); now the distance and mixing-step sweeps")
+
+    # distance sweep
+    for dist in [float(v) for v in args.distance_sweep.split(",") if v]:
+        for source, lat in (("inverted", lat_inv), ("generated", lat_gen)):
+            run_row(attrs[0], source, "mixing-step", t_m, dist, boundaries, lat, refs[source], bkind_tm)
+    # across mixing steps (inverted source; pool boundaries, also at t_m for a consistent curve)
+    for t in sweep_ts:
+        bt = pool_boundaries(t)
+        lat_t = inverted_latents(t)
+        for attr in attrs:
+            run_row(attr, "inverted", "mixing-step", t, args.distance, bt, lat_t, refs["inverted"], "pool")
+    save()
+
+    write_strips()
     log(f"wrote {out_path} and strips")
     return 0
 
