@@ -19,15 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, read_json, write_json  # noqa: E402
 from ddmkit.cli import main as ddmkit  # noqa: E402
 
-SETTINGS = [("kar1", 26), ("ddim", 50)]  # 50 and 51 NFE per sample with the Tweedie step
+SETTINGS = [("kar1", 26), ("ddim", 50)]  # kar1: 2*26-3 + 1 = 50 NFE; ddim: 50 + 1 = 51 NFE (with the Tweedie step)
 
 
-def run(model: str, num: int, batch: int) -> list[dict]:
+def run(model: str, num: int, batch: int, settings: list[tuple[str, int]]) -> list[dict]:
     from ddmkit.metrics.evaluate import evaluate_images
 
     domain = "digits" if model == "digits" else "faces"
     rows = []
-    for integrator, steps in SETTINGS:
+    for integrator, steps in settings:
         out = Path("runs/bench-default-model") / f"{model}-{integrator}-{steps}-{num}"
         if not (out / "manifest.json").is_file():
             code = ddmkit(["sample", "--model", model, "--integrator", integrator, "--steps", str(steps), "--num",
@@ -55,6 +55,8 @@ def main() -> None:
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--models", nargs="+", default=["default", "digits"])
+    p.add_argument("--settings", nargs="+", default=[f"{i}:{n}" for i, n in SETTINGS],
+                   help="INTEGRATOR:STEPS pairs (default: kar1:26 ddim:50)")
     args = p.parse_args()
     import torch
 
@@ -62,8 +64,8 @@ def main() -> None:
     results = read_json("default_model.json", {}) or {}
     rows = [r for r in results.get("rows", []) if r["model"] not in args.models]
     for model in args.models:
-        rows += run(model, args.num, args.batch_size)
-    write_json("default_model.json", {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/default_model.py",
+        rows += run(model, args.num, args.batch_size, [(s.split(":")[0], int(s.split(":")[1])) for s in args.settings])
+    write_json("default_model.json", {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/default_model.py " + " ".join(sys.argv[1:]),
                                       "machine": machine(), "rows": rows})
 
 
