@@ -8,7 +8,7 @@ Metrics against the known truth: the Frechet distance between the samples' Gauss
 mixture's exact mean/covariance, and the largest error of the component weights; the noise floor is
 the same metrics for exact samples of the same size.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gmm_quality.py    # -> results/gmm_quality.{json,csv,png}
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gmm_quality.py    # -> results/gmm_quality.{json,csv,png} (+ _meta.json)
 """
 from __future__ import annotations
 
@@ -91,9 +91,10 @@ def main() -> None:
                    "metrics": metrics(x, mixture)}
             rows.append(row)
             print(row, flush=True)
-    write_json("gmm_quality.json", {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gmm_quality.py",
-                                    "mixture": "random_mixture(64, 4, seed=64)", "n_samples": N_SAMPLES,
-                                    "machine": machine(), "rows": rows})
+    write_json("gmm_quality.json", rows)  # a list of rows {method, dlg, nfe, settings, metrics}
+    write_json("gmm_quality_meta.json", {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gmm_quality.py",
+                                         "mixture": "random_mixture(64, 4, seed=64)", "n_samples": N_SAMPLES,
+                                         "machine": machine()})
     with open(RESULTS / "gmm_quality.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "nfe", "steps", "frechet", "weight_error"])
