@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import DdmkitError
 
+
 class ParagraphFormatter(argparse.HelpFormatter):
     """Wraps each line of a description or epilog on its own (keeps the examples one per line)."""
 
@@ -110,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(the quality indicator: training accuracy is ~1 whenever dims >> images). Writes OUT (.safetensors: "
         "unit normals, raw coefficients, intercepts, metadata) and OUT with .json (the metadata, readable). "
         "The recommended editing distance stored per space, used by `ddmkit edit` when --distance is not "
-        "given, is the 95th percentile of |<x, n>| over the training latents.",
+        "given and the unit of relative distances (1.5x), is 2 x the 95th percentile of |<x, n>| over the "
+        "training latents (calibrated on the default faces model).",
         epilog=FIT_EXAMPLE + "\n  ddmkit boundary fit --images data/faces/images --labels data/faces/labels.csv "
         "--attribute eyeglasses --out eyeglasses.safetensors\n  ddmkit boundary fit --positive red_cars/ "
         "--negative cars/ --attribute 'red car' --out red.safetensors",
