@@ -27,6 +27,9 @@ COMMAND_MODULES = (
     "convert",
 )
 
+# commands that split their work across torchrun workers (ddmkit.distributed)
+DISTRIBUTED_COMMANDS = ("sample", "evaluate")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -47,14 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m ddmkit -- sample --num ...`: the `--` shields ddmkit's flags
+        argv = argv[1:]
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    where = ""
     try:
+        from .distributed import env_world
+
+        rank, world, _ = env_world()
+        if world > 1:
+            where = f" (worker {rank} of {world})"
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise DdmkitError(f"`ddmkit {args.command}` runs in one process; under torchrun only "
+                                  f"{' and '.join(DISTRIBUTED_COMMANDS)} split their work (run it without torchrun)")
         return int(args.func(args) or 0)
     except DdmkitError as e:
-        print(f"ddmkit {args.command}: error: {e}", file=sys.stderr)
+        print(f"ddmkit {args.command}: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ddmkit {args.command}: interrupted; run the same command again to resume", file=sys.stderr)

@@ -31,13 +31,19 @@ class Denoiser:
     data_range: tuple[float, float] | None = None
     clip_denoised: bool = False
     name: str = "denoiser"
+    autocast_dtype: torch.dtype | None = None
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sigma = as_sigma(sigma, x)
-        out = self.denoise(x, sigma)
+        if self.autocast_dtype is not None:  # mixed precision (CUDA only, see `set_precision`)
+            with torch.autocast("cuda", dtype=self.autocast_dtype):
+                out = self.denoise(x, sigma)
+            out = out.to(x.dtype)
+        else:
+            out = self.denoise(x, sigma)
         if self.clip_denoised and self.data_range is not None:
             # E[x0 | x] lies in the convex hull of the data, so projecting onto the data range only
             # removes model error (DDPM's clip_denoised; diffusers' clip_sample)
@@ -60,6 +66,25 @@ class Denoiser:
     def extra_info(self) -> dict:
         """Facts about the model for manifests."""
         return {}
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def set_precision(denoiser: "Denoiser", dtype: str = "fp32") -> "Denoiser":
+    """Run the network under CUDA autocast in `dtype` ('bf16' or 'fp16'; 'fp32' turns it off).
+
+    Weights, the sampler state and the integrators' arithmetic stay float32; only the network's matmuls
+    and convolutions run in reduced precision. CPU runs refuse bf16/fp16 (no speed-up there, and the
+    quality effect is the thing to measure on a GPU)."""
+    if dtype not in PRECISIONS:
+        raise DdmkitError(f"--dtype must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+    inner = unwrap(denoiser)
+    if PRECISIONS[dtype] is not None and torch.device(inner.device).type != "cuda":
+        raise DdmkitError(f"--dtype {dtype} needs a CUDA device (the model is on {inner.device}); "
+                          "use --dtype fp32 on CPU")
+    inner.autocast_dtype = PRECISIONS[dtype]
+    return denoiser
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -61,15 +61,17 @@ class PartStore:
         idx = np.asarray(list(indices), dtype=np.int64)
         atomic_save_npz(self.dir / f"part-{idx.min():08d}-{idx.max():08d}.npz", index=idx, x=x.astype(np.float32), **extra)
 
-    def gather(self, wanted: Iterable[int]) -> dict[str, np.ndarray]:
-        """All parts merged and ordered by index; fails if any wanted index is missing."""
+    def gather(self, wanted: Iterable[int], shared_hint: bool = False) -> dict[str, np.ndarray]:
+        """All parts merged and ordered by index; fails if any wanted index is missing
+        (`shared_hint`: the run had several workers, so the message asks about a shared filesystem)."""
         arrays: dict[str, list[np.ndarray]] = {}
         for f in sorted(self.dir.glob("part-*.npz")):
             with np.load(f) as z:
                 for k in z.files:
                     arrays.setdefault(k, []).append(z[k])
         if not arrays:
-            raise DdmkitError(f"no finished samples in {self.dir}")
+            raise DdmkitError(f"no finished samples in {self.dir}"
+                              + (" (is --out on a filesystem shared by every worker?)" if shared_hint else ""))
         merged = {k: np.concatenate(v) for k, v in arrays.items()}
         order = np.argsort(merged["index"], kind="stable")
         merged = {k: v[order] for k, v in merged.items()}
@@ -79,7 +81,10 @@ class PartStore:
         wanted = np.asarray(sorted(set(int(i) for i in wanted)), dtype=np.int64)
         missing = np.setdiff1d(wanted, merged["index"])
         if len(missing):
-            raise DdmkitError(f"{len(missing)} samples are missing from {self.dir}; rerun the command to finish them")
+            where = (" (with several workers, --out must be on a filesystem that every worker writes to)"
+                     if shared_hint else "")
+            raise DdmkitError(f"{len(missing)} samples are missing from {self.dir}{where}; "
+                              "rerun the command to finish them")
         keep = np.isin(merged["index"], wanted)
         return {k: v[keep] for k, v in merged.items()}
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -18,13 +21,10 @@ def add_model_argument(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str) -> str:
-    import torch
+    """'auto' -> cuda if present, else cpu; a CUDA device where there is none is a DdmkitError."""
+    from ..distributed import resolve_device as resolve
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DdmkitError(f"--device {name} asked for, but CUDA is not available here; use --device cpu")
-    return name
+    return resolve(name)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Draw samples from a model with an integrator (kar1, kar2, rd, em, pf, rk45, ddim). "
         "Writes OUT/samples.npz, PNGs and a grid for image models, and OUT/manifest.json with the measured "
         "NFE per sample. An interrupted run resumes when the same command is run again.",
-        epilog="example: ddmkit sample --model default --integrator kar1 --steps 10 --num 64 --out runs/kar1-10",
+        epilog="example: ddmkit sample --model default --integrator kar1 --steps 10 --num 64 --out runs/kar1-10\n"
+        "on N workers: torchrun --nproc_per_node N -m ddmkit sample ... (docs/scale-out.md)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_argument(p)
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="network precision: fp32, or bf16/fp16 autocast on CUDA (default: fp32)")
     p.add_argument("--integrator", default="kar1", help="kar1, kar2, rd, em, pf, rk45 or ddim (default: kar1)")
     p.add_argument("--steps", type=int, default=18, help="the integrator's N (grid points; for ddim the NFE)")
     p.add_argument("--num", type=int, default=64, help="number of samples")
@@ -125,10 +129,16 @@ def check_dmcmc_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import distributed
+
+    validate_sample_arguments(args)
+    with distributed.session(args.device) as dist:
+        return run_on(args, dist)
+
+
+def validate_sample_arguments(args: argparse.Namespace) -> dict:
+    """Check the flags before anything is loaded or written; returns the integrator options."""
     from ..integrators import get_integrator
-    from ..models.loading import load_model, model_identity
-    from ..outputs import PartStore, write_sample_folder
-    from ..sampling import sample
 
     get_integrator(args.integrator)
     if args.steps < 1:
@@ -138,44 +148,74 @@ def run(args: argparse.Namespace) -> int:
     if args.num < 1 or args.batch_size < 1:
         raise DdmkitError("--num and --batch-size must be >= 1")
     resolve_eta_flags(args)
-    options = integrator_options_from_args(args)
+    args.options = integrator_options_from_args(args)
     check_dmcmc_arguments(args)
-    device = resolve_device(args.device)
-    denoiser = load_model(args.model, device=device)
+    return args.options
+
+
+def run_on(args: argparse.Namespace, dist) -> int:
+    """The sample command on one worker of `dist` (one process: rank 0 of 1).
+
+    Plain sampling: the indices not yet on disk (read by rank 0 and broadcast, so every worker sees
+    the same set) are split missing[rank::world]; each worker writes its own per-batch parts into
+    OUT/parts (atomic files); after a barrier rank 0 merges them and writes the folder and manifest.
+    Sample i depends only on (seed, i), so the result is the same for any number of workers and a
+    resumed run may use another number of workers."""
+    from ..denoisers import set_precision
+    from ..models.loading import load_model, model_identity
+    from ..outputs import PartStore, write_sample_folder
+    from ..sampling import sample
+
+    options = args.options
+    device = dist.device
     out = Path(args.out)
     if (out / "manifest.json").is_file():
         raise DdmkitError(f"{out} already holds a finished run (manifest.json); choose a new --out")
+    denoiser = load_model(args.model, device=device)
+    set_precision(denoiser, getattr(args, "dtype", "fp32"))
     settings = {
         "command": "sample", "model": args.model, "model_identity": model_identity(denoiser),
         "integrator": args.integrator, "steps": args.steps, "num": args.num, "seed": args.seed,
-        "tweedie": not args.no_tweedie, "options": options,
+        "tweedie": not args.no_tweedie, "options": options, "dtype": getattr(args, "dtype", "fp32"),
     }
     if getattr(args, "dmcmc", False):
         from ..dmcmc.run import run_dmcmc_sample
 
-        return run_dmcmc_sample(args, denoiser, settings, device)
+        return run_dmcmc_sample(args, denoiser, settings, device, dist=dist)
     store = PartStore(out, settings)
-    done = store.done_indices()
-    todo = [i for i in range(args.num) if i not in done]
+    done = dist.broadcast_object(sorted(store.done_indices()) if dist.is_main else None)
+    missing = sorted(set(range(args.num)) - set(done))
+    todo = distributed_split(missing, dist)
     store.start()
+    dist.barrier()  # nobody writes a part before every worker has its share
     t0 = time.time()
-    nfe_log: list[float] = []
 
     def save_batch(indices, x):
         store.write(indices, x.numpy())
+        fault_injection_after_part()
 
     result = None
     if todo:
         result = sample(
             denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-            indices=todo, use_tweedie=not args.no_tweedie, options=options, progress=not args.quiet,
+            indices=todo, use_tweedie=not args.no_tweedie, options=options, progress=not args.quiet and dist.is_main,
             callback=save_batch,
         )
-        nfe_log.append(result.nfe_per_sample)
-    merged = store.gather(range(args.num))
-    if result is None:  # everything was already sampled: measure the NFE of one sample again
+    seconds = time.time() - t0
+    nfe_sum = result.nfe_per_sample * len(todo) if result is not None else 0.0
+    totals = dist.all_reduce_sum([nfe_sum, len(todo)])
+    ranks = dist.all_gather_object({"rank": dist.rank, "device": device, "host": socket.gethostname(),
+                                    "samples": len(todo), "seconds": round(seconds, 3)})
+    dist.barrier()  # every part is on disk
+    if not dist.is_main:
+        return 0
+    merged = store.gather(range(args.num), shared_hint=dist.enabled)
+    if result is None:  # nothing sampled on this worker: measure one sample for the settings (and NFE)
         result = sample(denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=1,
                         indices=[0], use_tweedie=not args.no_tweedie, options=options)
+    # the NFE per sample over every worker's samples (rk45's differs between batches)
+    nfe_per_sample = float(totals[0] / totals[1]) if totals[1] > 0 else result.nfe_per_sample
+    sampler_settings = result.settings
     inner_range = getattr(denoiser, "data_range", None)
     manifest = {
         **settings,
@@ -185,12 +225,45 @@ def run(args: argparse.Namespace) -> int:
         "sample_shape": list(denoiser.sample_shape),
         "batch_size": args.batch_size,
         "device": device,
-        "nfe_per_sample": result.nfe_per_sample,
-        "sampler_settings": result.settings,
+        "nfe_per_sample": nfe_per_sample,
+        "sampler_settings": sampler_settings,
         "resumed_with_done": len(done),
         "seconds": round(time.time() - t0, 3),
+        "world_size": dist.world_size,
+        "ranks": ranks,
     }
     write_sample_folder(out, merged["x"], merged["index"], manifest, inner_range, denoiser.is_image)
     store.remove()
-    print(f"{args.num} samples, {result.nfe_per_sample:g} NFE each -> {out}")
+    workers = f" on {dist.world_size} workers" if dist.enabled else ""
+    print(f"{args.num} samples, {nfe_per_sample:g} NFE each{workers} -> {out}")
     return 0
+
+
+def distributed_split(missing: list[int], dist) -> list[int]:
+    """This worker's share of the missing indices: missing[rank::world]."""
+    from ..distributed import split
+
+    return split(missing, dist.rank, dist.world_size)
+
+
+FAULT_ENV = "DDMKIT_FAULT_AFTER_PARTS"
+
+
+def fault_injection_after_part() -> None:
+    """Test hook: with $DDMKIT_FAULT_AFTER_PARTS=K (or RANK:K), this worker dies (os._exit, as from
+    kill -9: no cleanup) right after writing its K-th part. Used by the resume tests."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    rank, _, k = spec.rpartition(":")
+    if rank and int(rank) != int(os.environ.get("RANK", "0")):
+        return
+    global _PARTS_WRITTEN
+    _PARTS_WRITTEN += 1
+    if _PARTS_WRITTEN >= int(k):
+        sys.stderr.write(f"ddmkit: {FAULT_ENV}={spec}: exiting after {_PARTS_WRITTEN} parts\n")
+        sys.stderr.flush()
+        os._exit(17)
+
+
+_PARTS_WRITTEN = 0

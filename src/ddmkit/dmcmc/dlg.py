@@ -48,7 +48,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -216,11 +216,18 @@ class DLGSampler:
     """Persistent DLG chains on a denoiser, with a noise-level classifier (module docstring)."""
 
     def __init__(self, denoiser: Denoiser, classifier: NoiseLevelClassifier, config: DLGConfig | None = None, *,
-                 chains: int = 64, seed: int = 0, report: Callable[[str], None] | None = None):
+                 chains: int = 64, seed: int = 0, report: Callable[[str], None] | None = None,
+                 chain_ids: Sequence[int] | None = None):
+        """`chain_ids`: the global ids of this sampler's chains (default 0..chains-1). A worker of a
+        distributed run holds a block of the chains; chain c's random streams depend on c only, so a
+        chain is the same chain whichever worker runs it."""
         self.config = config or DLGConfig()
         self.config.validate()
+        if chain_ids is not None:
+            chains = len(chain_ids)
         if chains < 1:
             raise DdmkitError(f"--chains must be >= 1, got {chains}")
+        self.chain_ids = [int(c) for c in (chain_ids if chain_ids is not None else range(chains))]
         self.denoiser = denoiser
         self.inner = unwrap(denoiser)
         self.counter = NFECounter(denoiser)
@@ -282,8 +289,7 @@ class DLGSampler:
         return x, sigma, self.counter.nfe - c0
 
     def init_state(self) -> ChainState:
-        ids = list(range(self.chains))
-        x, sigma, nfe = self.burn_in(ids, [0] * self.chains)
+        x, sigma, nfe = self.burn_in(self.chain_ids, [0] * self.chains)
         state = ChainState(x.detach().float().cpu(), sigma.cpu(), torch.zeros(self.chains, dtype=torch.int64),
                            outputs_per_chain=torch.zeros(self.chains, dtype=torch.int64))
         state.nfe["burn_in_per_chain"] = nfe
@@ -299,14 +305,15 @@ class DLGSampler:
         ids = [int(i) for i in torch.nonzero(bad).flatten()]
         for attempt in range(5):
             for c in ids:
-                state.events.append({"round": state.round, "chain": c, "where": where, "reason": why[c],
+                g = self.chain_ids[c]
+                state.events.append({"round": state.round, "chain": g, "where": where, "reason": why[c],
                                      "restart": int(state.restarts[c]) + 1})
-                self.report(f"ddmkit: DLG chain {c} diverged in round {state.round} ({where}: {why[c]}); "
+                self.report(f"ddmkit: DLG chain {g} diverged in round {state.round} ({where}: {why[c]}); "
                             "restarted from a fresh burn-in")
             for c in ids:
                 state.restarts[c] += 1
             c0 = self.counter.nfe
-            x, sigma, nfe = self.burn_in(ids, [int(state.restarts[c]) for c in ids])
+            x, sigma, nfe = self.burn_in([self.chain_ids[c] for c in ids], [int(state.restarts[c]) for c in ids])
             state.nfe["restart_chain_total"] += (self.counter.nfe - c0) * len(ids)
             idx = torch.tensor(ids)
             state.x[idx] = x.detach().float().cpu()
@@ -317,7 +324,8 @@ class DLGSampler:
             why = {c: w for c, w, b in zip(ids, why2, bad2.tolist()) if b}
             ids = [c for c, b in zip(ids, bad2.tolist()) if b]
             where = "restart burn-in"
-        raise DdmkitError(f"DLG chains {ids} diverge even right after a fresh burn-in; lower --dlg-eta or check the model")
+        raise DdmkitError(f"DLG chains {[self.chain_ids[c] for c in ids]} diverge even right after a fresh burn-in; "
+                          "lower --dlg-eta or check the model")
 
     # -- one round --------------------------------------------------------------------------
     @torch.no_grad()
@@ -327,7 +335,7 @@ class DLGSampler:
         cfg = self.config
         B = self.chains
         r = state.round
-        gen = self._streams(range(B), state.restarts.tolist(), tag=2, round_=r)
+        gen = self._streams(self.chain_ids, state.restarts.tolist(), tag=2, round_=r)
         x = state.x.to(self.device)
         sigma = state.sigma.clone()
         alive = torch.ones(B, dtype=torch.bool)
@@ -377,7 +385,7 @@ class DLGSampler:
         chain_ids = torch.nonzero(emit).flatten().numpy()
         n = len(chain_ids)
         out = RoundOutput(index=np.arange(state.next_index, state.next_index + n, dtype=np.int64), x=y,
-                          chain=chain_ids.astype(np.int64), sigma_star=s_best[emit].double().numpy(), round=r,
+                          chain=np.asarray(self.chain_ids, dtype=np.int64)[chain_ids], sigma_star=s_best[emit].double().numpy(), round=r,
                           integrator_nfe=int_nfe)
         # the chains continue from (x, sigma), not from (x*, s*)
         state.x = x.detach().float().cpu()
