@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "samples. The domain comes from --domain, else DIR/manifest.json's 'domain', else faces. "
         "With --fid, also the standard Inception FID against the same reference set (needs torch-fidelity "
         "and the FID Inception weights file; see --inception-weights).",
-        epilog="example: ddmkit evaluate runs/samples --domain faces",
+        epilog="example: ddmkit evaluate runs/samples --domain faces\n"
+        "on N workers (features reduced across them): torchrun --nproc_per_node N -m ddmkit -- evaluate DIR",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dir", metavar="DIR", help="folder with samples.npz or PNG images")
     p.add_argument("--domain", choices=("faces", "digits"), default=None,
@@ -31,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="FID Inception weights weights-inception-2015-12-05-6726825d.pth "
                    "(default: $DDMKIT_INCEPTION_WEIGHTS, else the torch hub cache); implies --fid")
     p.add_argument("--out", default=None, help="metrics file (default: DIR/metrics.json)")
+    p.add_argument("--device", default="auto",
+                   help="device of the Inception network for --fid: auto (CUDA if present), cpu, cuda, cuda:N "
+                   "(the small FD classifier runs on the CPU)")
     p.set_defaults(func=run)
 
 
@@ -50,15 +55,24 @@ def run(args: argparse.Namespace) -> int:
         from ..metrics.fid import check_fid_available
 
         check_fid_available(args.inception_weights)  # fail before the slow part
-    x, source = load_samples(folder, domain)
-    metrics = evaluate_images(x, domain, reference_seed=args.reference_seed,
-                              with_noise_floor=not args.no_noise_floor, use_cache=not args.no_cache)
-    metrics["source"] = source
-    if want_fid:
-        from ..metrics.fid import fid_images
+    from .. import distributed
 
-        metrics["fid"] = fid_images(x, domain, inception_weights=args.inception_weights,
-                                    reference_seed=args.reference_seed)
+    x, source = load_samples(folder, domain)
+    with distributed.session(args.device) as dist:
+        metrics = evaluate_images(x, domain, reference_seed=args.reference_seed,
+                                  with_noise_floor=not args.no_noise_floor, use_cache=not args.no_cache, dist=dist)
+        fid = None
+        if want_fid:
+            from ..metrics.fid import fid_images
+
+            fid = fid_images(x, domain, inception_weights=args.inception_weights,
+                             reference_seed=args.reference_seed, device=dist.device, dist=dist)
+    if not dist.is_main:
+        return 0
+    metrics["source"] = source
+    metrics["world_size"] = dist.world_size
+    if want_fid:
+        metrics["fid"] = fid
         metrics["fid_features"] = "Inception-v3 pool3 (torch-fidelity), reference as for fd"
     out = Path(args.out) if args.out else folder / "metrics.json"
     atomic_write_json(out, metrics)

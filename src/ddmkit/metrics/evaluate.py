@@ -87,6 +87,8 @@ def _extract(x: np.ndarray, domain: str) -> tuple[FeatureStats, np.ndarray]:
         f, p = clf.extract(x[i : i + _BATCH], batch_size=_BATCH)
         stats.update(f)
         probs.append(p)
+    if not probs:
+        return stats, np.zeros((0, clf.config.num_outputs), np.float32)
     return stats, np.concatenate(probs)
 
 
@@ -204,36 +206,70 @@ def noise_floor(domain: str, n: int, reference: FeatureStats | None = None, refe
     return result
 
 
+def sample_statistics(x: np.ndarray, domain: str, dist: Any = None) -> tuple[FeatureStats, dict[str, Any]]:
+    """Feature statistics and label shares of checked samples x; with a `ddmkit.distributed.Dist` of
+    several workers, worker k takes the k-th contiguous block of x and the sums (features, outer
+    products, label counts) are all-reduced: no image or feature leaves its worker."""
+    if dist is not None and dist.enabled:
+        from ..distributed import block, reduce_feature_stats
+
+        lo, hi = block(len(x), dist.rank, dist.world_size)
+        stats, probs = _extract(x[lo:hi], domain)
+        stats = reduce_feature_stats(stats, dist)
+    else:
+        stats, probs = _extract(x, domain)
+    if domain == "faces":
+        counts = np.concatenate([(probs >= 0.5).sum(axis=0),
+                                 (np.maximum(probs, 1.0 - probs) >= CONFIDENCE_THRESHOLD).sum(axis=0)])
+    else:
+        pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+        counts = np.concatenate([np.bincount(pred, minlength=10)[:10],
+                                 [(probs.max(axis=1) >= CONFIDENCE_THRESHOLD).sum() if len(probs) else 0]])
+    if dist is not None and dist.enabled:
+        counts = dist.all_reduce_sum(counts)
+    n = max(stats.count, 1)
+    shares = np.asarray(counts, np.float64) / n
+    if domain == "faces":
+        from ..data.faces import ATTRIBUTES
+
+        k = len(ATTRIBUTES)
+        labels = {"attribute_frequency": {a: float(v) for a, v in zip(ATTRIBUTES, shares[:k])},
+                  "confident_fraction": {a: float(v) for a, v in zip(ATTRIBUTES, shares[k:])}}
+    else:
+        labels = {"class_frequency": {str(c): float(shares[c]) for c in range(10)},
+                  "confident_fraction": float(shares[10])}
+    return stats, labels
+
+
 def evaluate_images(x: Any, domain: str = "faces", *, reference_seed: int | None = None,
                     with_noise_floor: bool = True, noise_floor_repeats: int | None = None,
-                    use_cache: bool = True) -> dict[str, Any]:
+                    use_cache: bool = True, dist: Any = None) -> dict[str, Any] | None:
     """Metrics of samples x (float32 (N, C, 32, 32) in [-1, 1]) for "faces" or "digits".
 
     Keys: domain, n, fd, fd_noise_floor (+ _std, _n), reference, classifier; faces:
     attribute_frequency, data_attribute_frequency, confident_fraction (attribute -> share of
     samples with max(p, 1 - p) >= 0.9); digits: class_frequency, data_class_frequency,
     confident_fraction (share with max class probability >= 0.9).
-    The noise floor averages `noise_floor_repeats` draws (default: 20,000 // n, between 1 and 5)."""
+    The noise floor averages `noise_floor_repeats` draws (default: 20,000 // n, between 1 and 5).
+    Under torchrun pass `dist` (`ddmkit.distributed.init()`): the features are computed in blocks
+    across workers and reduced; rank 0 returns the metrics, the other workers None."""
     x = check_images(x, domain)
+    stats, labels = sample_statistics(x, domain, dist)
+    if dist is not None and not dist.is_main:
+        return None
     ref, data_freq, desc = reference_statistics(domain, reference_seed, use_cache)
-    stats, probs = _extract(x, domain)
     out: dict[str, Any] = {"domain": domain, "n": int(len(x)), "fd": frechet_distance(stats, ref)}
     if with_noise_floor:
         nf = noise_floor(domain, len(x), ref, reference_seed, noise_floor_repeats, use_cache=use_cache)
         out.update(fd_noise_floor=nf["mean"], fd_noise_floor_std=nf["std"], fd_noise_floor_n=nf["n"],
                    fd_noise_floor_repeats=nf["repeats"])
     if domain == "faces":
-        from ..data.faces import ATTRIBUTES
-
-        out["attribute_frequency"] = {a: float(v) for a, v in zip(ATTRIBUTES, (probs >= 0.5).mean(axis=0))}
+        out["attribute_frequency"] = labels["attribute_frequency"]
         out["data_attribute_frequency"] = data_freq
-        conf = np.maximum(probs, 1.0 - probs) >= CONFIDENCE_THRESHOLD
-        out["confident_fraction"] = {a: float(v) for a, v in zip(ATTRIBUTES, conf.mean(axis=0))}
     else:
-        pred = probs.argmax(axis=1)
-        out["class_frequency"] = {str(k): float((pred == k).mean()) for k in range(10)}
+        out["class_frequency"] = labels["class_frequency"]
         out["data_class_frequency"] = data_freq
-        out["confident_fraction"] = float((probs.max(axis=1) >= CONFIDENCE_THRESHOLD).mean())
+    out["confident_fraction"] = labels["confident_fraction"]
     out["confidence_threshold"] = CONFIDENCE_THRESHOLD
     out["reference"] = desc
     out["features"] = f"{domain}_classifier penultimate layer ({ref.dim} dims)"

@@ -147,11 +147,27 @@ def fid_reference_images(domain: str, reference_seed: int | None = None, num: in
 
 
 def fid_images(x: np.ndarray, reference: Any = "faces", *, inception_weights: str | os.PathLike | None = None,
-               reference_seed: int | None = None, device: str | None = None) -> float:
+               reference_seed: int | None = None, device: str | None = None, dist: Any = None) -> float | None:
     """Inception FID of images x (N, C, H, W) (float in [-1, 1] or uint8) against `reference`: a domain
-    name ("faces", "digits": the FD reference sets), an image array, or a `FeatureStats`."""
-    model = load_inception(inception_weights, device)
+    name ("faces", "digits": the FD reference sets), an image array, or a `FeatureStats`.
+
+    With a `ddmkit.distributed.Dist` of several workers, each worker embeds its block of the samples
+    (and of the reference images) and the statistics are all-reduced; rank 0 returns the FID, the
+    others None."""
+    model = load_inception(inception_weights, device if dist is None or not dist.enabled else dist.device)
     if isinstance(reference, str):
         reference = fid_reference_images(reference, reference_seed)
-    ref = reference if isinstance(reference, FeatureStats) else inception_stats(reference, model)
-    return frechet_distance(inception_stats(x, model), ref)
+
+    def stats_of(images) -> FeatureStats:
+        if dist is None or not dist.enabled:
+            return inception_stats(images, model)
+        from ..distributed import block, reduce_feature_stats
+
+        lo, hi = block(len(images), dist.rank, dist.world_size)
+        return reduce_feature_stats(inception_stats(images[lo:hi], model), dist)
+
+    ref = reference if isinstance(reference, FeatureStats) else stats_of(reference)
+    mine = stats_of(x)
+    if dist is not None and not dist.is_main:
+        return None
+    return frechet_distance(mine, ref)
