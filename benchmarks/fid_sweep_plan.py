@@ -20,7 +20,6 @@ busiest GPU's total. `--write-jobs DIR` writes one shell script per GPU with its
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -18,7 +18,6 @@ $DDMKIT_DIST_TIMEOUT (seconds, default 7200) bounds how long a collective waits 
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -225,9 +224,3 @@ def reduce_feature_stats(stats, dist: Dist):
     out.sum = total[1 : 1 + dim].copy()
     out.outer = total[1 + dim :].reshape(dim, dim).copy()
     return out
-
-
-def log(dist: Dist, message: str) -> None:
-    """Print on rank 0 only."""
-    if dist.is_main:
-        print(message, file=sys.stderr)

@@ -16,9 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "samples. The domain comes from --domain, else DIR/manifest.json's 'domain', else faces. "
         "With --fid, also the standard Inception FID against the same reference set (needs torch-fidelity "
         "and the FID Inception weights file; see --inception-weights).",
-        epilog="example: ddmkit evaluate runs/samples --domain faces\n"
-        "on N workers (features reduced across them): torchrun --nproc_per_node N -m ddmkit -- evaluate DIR",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: ddmkit evaluate runs/samples --domain faces; on N workers (features reduced across "
+        "them): torchrun --nproc_per_node N -m ddmkit -- evaluate DIR",
     )
     p.add_argument("dir", metavar="DIR", help="folder with samples.npz or PNG images")
     p.add_argument("--domain", choices=("faces", "digits"), default=None,

@@ -34,9 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Draw samples from a model with an integrator (kar1, kar2, rd, em, pf, rk45, ddim). "
         "Writes OUT/samples.npz, PNGs and a grid for image models, and OUT/manifest.json with the measured "
         "NFE per sample. An interrupted run resumes when the same command is run again.",
-        epilog="example: ddmkit sample --model default --integrator kar1 --steps 10 --num 64 --out runs/kar1-10\n"
-        "on N workers: torchrun --nproc_per_node N -m ddmkit sample ... (docs/scale-out.md)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: ddmkit sample --model default --integrator kar1 --steps 10 --num 64 --out runs/kar1-10; "
+        "on N workers: torchrun --nproc_per_node N -m ddmkit -- sample ... (docs/scale-out.md)",
     )
     add_model_argument(p)
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
