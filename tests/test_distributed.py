@@ -69,7 +69,7 @@ def test_two_workers_equal_one_worker_sample_for_sample(mix, reference, tmp_path
         np.testing.assert_array_equal(z["x"], reference["x"])
     m = json.loads((out / "manifest.json").read_text())
     assert m["world_size"] == 2 and [r["rank"] for r in m["ranks"]] == [0, 1]
-    assert [r["samples"] for r in m["ranks"]] == [19, 18]
+    assert [r["samples"] for r in m["ranks"]] == [20, 17]  # batches 0, 2, .., 8 and 1, 3, .., 9 (of 1 sample)
     assert m["nfe_per_sample"] == reference["manifest"]["nfe_per_sample"] == 2 * 6 - 3 + 1
     assert not (out / "parts").exists()
     assert "37 samples" in res.stdout and "on 2 workers" in res.stdout
@@ -196,3 +196,63 @@ def test_single_process_commands_refuse_torchrun(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("RANK", "1")
     assert main(["data", "faces", "--num", "2", "--out", str(tmp_path / "d")]) == 2
     assert "runs in one process" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigkill_of_the_whole_run_then_resume_gives_the_same_images(unet_folder, tmp_path):
+    import signal
+    import time
+
+    args = ["sample", "--model", unet_folder, "--integrator", "ddim", "--steps", "30", "--num", "12",
+            "--batch-size", "2", "--quiet", "--out"]
+    assert main([str(a) for a in args + [tmp_path / "one"]]) == 0
+    out = tmp_path / "two"
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "ddmkit", "--",
+           *[str(a) for a in args + [out]]]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=worker_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline and not list((out / "parts").glob("part-*.npz")):
+        time.sleep(0.05)
+    tree = descendants(proc.pid)  # torchrun starts its workers in sessions of their own
+    for pid in [proc.pid, *tree]:  # kill -9 torchrun and both workers: no cleanup anywhere
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    for pid in tree:  # wait until the workers are gone (or zombies)
+        while True:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except (OSError, IndexError):
+                break
+            time.sleep(0.05)
+    done = list((out / "parts").glob("part-*.npz"))
+    assert done and len(done) < 6 and not (out / "manifest.json").exists()
+    res = torchrun(args + [out], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with np.load(tmp_path / "one" / "samples.npz") as a, np.load(out / "samples.npz") as b:
+        assert b["index"].tolist() == list(range(12))
+        np.testing.assert_array_equal(a["x"], b["x"])
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:06d}.png" for i in range(12)]
+    assert (tmp_path / "one" / "grid.png").read_bytes() == (out / "grid.png").read_bytes()

@@ -130,9 +130,13 @@ def sample(
     options: dict[str, Any] | None = None,
     progress: bool = False,
     callback=None,
+    batches: Sequence[Sequence[int]] | None = None,
 ) -> SampleResult:
     """Draw samples `indices` (default 0..num-1); returns them (clamped to the data range) and the NFE.
 
+    `batches` (instead of `indices`) gives the batches themselves: a network's float results can depend
+    on which samples share its batch, so a caller that must reproduce another run bit for bit (several
+    workers, `ddmkit sample` under torchrun) passes that run's batches.
     `callback(indices, x)` is called after each batch (for incremental, resumable writing)."""
     if batch_size < 1:
         raise DdmkitError(f"--batch-size must be >= 1, got {batch_size}")
@@ -146,11 +150,15 @@ def sample(
     lo = default_sigma_lo(denoiser) if sigma_lo is None else float(sigma_lo)
     if not lo > 0:
         raise DdmkitError(f"sigma_lo must be > 0, got {lo}")
-    indices = list(range(num)) if indices is None else [int(i) for i in indices]
+    if batches is not None:
+        batches = [[int(i) for i in b] for b in batches if len(b)]
+        indices = [i for b in batches for i in b]
+    else:
+        indices = list(range(num)) if indices is None else [int(i) for i in indices]
+        batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     device = inner.device
     outs: list[torch.Tensor] = []
     nfe_total = 0  # NFE of each batch, weighted by its size (rk45's NFE differs between batches)
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     for batch in tqdm(batches, disable=not progress, desc=f"sample {integrator}", unit="batch"):
         gen = PerSampleGenerator([sample_seed(seed, i) for i in batch], device="cpu")
         x = gen.randn((len(batch),) + tuple(inner.sample_shape)).to(device) * s_start

@@ -184,7 +184,8 @@ def run_on(args: argparse.Namespace, dist) -> int:
     store = PartStore(out, settings)
     done = dist.broadcast_object(sorted(store.done_indices()) if dist.is_main else None)
     missing = sorted(set(range(args.num)) - set(done))
-    todo = distributed_split(missing, dist)
+    batches = distributed_batches(missing, args.batch_size, dist)
+    todo = [i for b in batches for i in b]
     store.start()
     dist.barrier()  # nobody writes a part before every worker has its share
     t0 = time.time()
@@ -197,8 +198,8 @@ def run_on(args: argparse.Namespace, dist) -> int:
     if todo:
         result = sample(
             denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-            indices=todo, use_tweedie=not args.no_tweedie, options=options, progress=not args.quiet and dist.is_main,
-            callback=save_batch,
+            batches=batches, use_tweedie=not args.no_tweedie, options=options,
+            progress=not args.quiet and dist.is_main, callback=save_batch,
         )
     seconds = time.time() - t0
     nfe_sum = result.nfe_per_sample * len(todo) if result is not None else 0.0
@@ -238,11 +239,19 @@ def run_on(args: argparse.Namespace, dist) -> int:
     return 0
 
 
-def distributed_split(missing: list[int], dist) -> list[int]:
-    """This worker's share of the missing indices: missing[rank::world]."""
-    from ..distributed import split
+def distributed_batches(missing: list[int], batch_size: int, dist) -> list[list[int]]:
+    """This worker's batches of the missing indices.
 
-    return split(missing, dist.rank, dist.world_size)
+    The batches are the run's canonical ones, [k*B, (k+1)*B) with B = --batch-size, less what is already
+    on disk; worker r of n takes batches r, r+n, r+2n, ... So every sample is computed in the same batch,
+    with the same neighbours, whatever the number of workers: the output is the 1-worker output bit for
+    bit, even for networks whose float results depend on the batch. (A run resumed with another
+    --batch-size still completes exactly the missing indices, in partial batches.)"""
+    groups: dict[int, list[int]] = {}
+    for i in missing:
+        groups.setdefault(i // batch_size, []).append(i)
+    ordered = [groups[k] for k in sorted(groups)]
+    return ordered[dist.rank :: dist.world_size]
 
 
 FAULT_ENV = "DDMKIT_FAULT_AFTER_PARTS"
