@@ -76,9 +76,9 @@ def summarize(runs: list[dict]) -> dict:
     def one(workers: int) -> dict:
         rs = [r for r in runs if r["workers"] == workers]
         n = rs[0]["samples_per_s"] * rs[0]["wall_s"]
-        return {"samples_per_s_median": statistics.median(r["samples_per_s"] for r in rs),
-                "samples_per_s_sampling_median": statistics.median(r["samples_per_s_sampling"] for r in rs),
-                "wall_s_median": statistics.median(r["wall_s"] for r in rs),
+        return {"samples_per_s_median": round(statistics.median(r["samples_per_s"] for r in rs), 3),
+                "samples_per_s_sampling_median": round(statistics.median(r["samples_per_s_sampling"] for r in rs), 3),
+                "wall_s_median": round(statistics.median(r["wall_s"] for r in rs), 2),
                 "cpu_s_per_sample_median": round(statistics.median(r["cpu_s_all_processes"] for r in rs) / n, 4),
                 "cores_used_median": round(statistics.median(r["cpu_s_all_processes"] / r["wall_s"] for r in rs), 2)}
 

@@ -156,10 +156,11 @@ def run_on(args: argparse.Namespace, dist) -> int:
     """The sample command on one worker of `dist` (one process: rank 0 of 1).
 
     Plain sampling: the indices not yet on disk (read by rank 0 and broadcast, so every worker sees
-    the same set) are split missing[rank::world]; each worker writes its own per-batch parts into
-    OUT/parts (atomic files); after a barrier rank 0 merges them and writes the folder and manifest.
-    Sample i depends only on (seed, i), so the result is the same for any number of workers and a
-    resumed run may use another number of workers."""
+    the same set) are cut into the run's canonical batches and dealt round-robin to the workers
+    (`distributed_batches`); each worker writes its own per-batch parts into OUT/parts (atomic files);
+    after a barrier rank 0 merges them and writes the folder and manifest. Sample i depends only on
+    (seed, i) and its batch, so the result is the same for any number of workers and a resumed run
+    may use another number of workers."""
     from ..denoisers import set_precision
     from ..models.loading import load_model, model_identity
     from ..outputs import PartStore, write_sample_folder
