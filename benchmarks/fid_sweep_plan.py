@@ -126,6 +126,7 @@ def main() -> int:
                     help="assumed throughput of one GPU (sample-NFE per second) when not measured")
     ap.add_argument("--measure", action="store_true", help="time the architecture on --device instead of assuming")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--measure-batch", type=int, default=CHAINS, help="batch of the timed calls (default 200)")
     ap.add_argument("--gpus", type=int, default=GPUS)
     ap.add_argument("--fid-minutes-per-run", type=float, default=3.0,
                     help="assumed pytorch-fid time for 50k JPEGs on one GPU (minutes)")
@@ -136,7 +137,8 @@ def main() -> int:
     cpu_row = next(r for r in timing.get("rows", []) if r["arch"] == "cifar10_ncsnpp_continuous")
     cpu_s = float(cpu_row["s_per_sample_nfe"])
     if a.measure:
-        gpu_s, gpu_source = measure(a.device), f"measured on {a.device} (random weights, batch 200, fp32)"
+        gpu_s = measure(a.device, a.measure_batch)
+        gpu_source = f"measured on {a.device} (random weights, batch {a.measure_batch}, fp32)"
     else:
         gpu_s, gpu_source = 1.0 / a.gpu_sample_nfe_per_s, (
             f"ASSUMPTION, not a measurement: {a.gpu_sample_nfe_per_s:g} sample-NFE/s per GPU (fp32, batch >= 200)")
