@@ -22,7 +22,7 @@ from ddmkit.cli import main as ddmkit  # noqa: E402
 SETTINGS = [("kar1", 26), ("ddim", 50)]  # kar1: 2*26-3 + 1 = 50 NFE; ddim: 50 + 1 = 51 NFE (with the Tweedie step)
 
 
-def run(model: str, num: int, batch: int, settings: list[tuple[str, int]]) -> list[dict]:
+def run(model: str, num: int, batch: int, settings: list[tuple[str, int]], device: str = "auto") -> list[dict]:
     from ddmkit.metrics.evaluate import evaluate_images
 
     domain = "digits" if model == "digits" else "faces"
@@ -31,7 +31,7 @@ def run(model: str, num: int, batch: int, settings: list[tuple[str, int]]) -> li
         out = Path("runs/bench-default-model") / f"{model}-{integrator}-{steps}-{num}"
         if not (out / "manifest.json").is_file():
             code = ddmkit(["sample", "--model", model, "--integrator", integrator, "--steps", str(steps), "--num",
-                           str(num), "--batch-size", str(batch), "--seed", "0", "--out", str(out)])
+                           str(num), "--batch-size", str(batch), "--seed", "0", "--out", str(out), "--device", device, "--quiet"])
             if code:
                 raise SystemExit(code)
         import json
@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["default", "digits"])
     p.add_argument("--settings", nargs="+", default=[f"{i}:{n}" for i, n in SETTINGS],
                    help="INTEGRATOR:STEPS pairs (default: kar1:26 ddim:50)")
+    p.add_argument("--device", default="auto", help="where the model runs (auto: CUDA if present)")
     args = p.parse_args()
     import torch
 
@@ -64,7 +65,8 @@ def main() -> None:
     results = read_json("default_model.json", {}) or {}
     rows = [r for r in results.get("rows", []) if r["model"] not in args.models]
     for model in args.models:
-        rows += run(model, args.num, args.batch_size, [(s.split(":")[0], int(s.split(":")[1])) for s in args.settings])
+        rows += run(model, args.num, args.batch_size, [(s.split(":")[0], int(s.split(":")[1])) for s in args.settings],
+                    args.device)
     write_json("default_model.json", {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/default_model.py " + " ".join(sys.argv[1:]),
                                       "machine": machine(), "rows": rows})
 

@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/dmcmc_faces.py [--device cuda] [--num 1000] [--quick]
     -> benchmarks/results/dmcmc_faces.json (rows), dmcmc_faces_tuning.json, dmcmc_faces.png
+    # on a GPU, one process per integrator (the GPU is launch-bound at 32x32), then merge:
+    for i in kar1 kar2 rd em pf rk45 ddim; do
+      .venv/bin/python benchmarks/dmcmc_faces.py --integrators $i --part $i & done
+    .venv/bin/python benchmarks/dmcmc_faces.py --peers --part peers &
+    .venv/bin/python benchmarks/dmcmc_faces.py --costs; wait
+    .venv/bin/python benchmarks/dmcmc_faces.py --merge
 
 Needs the shipped default model (src/ddmkit/models/weights/faces/) and its noise-level classifier
 (src/ddmkit/models/weights/faces_noise_classifier.*). Resumable: every finished row is written at
@@ -17,6 +23,12 @@ classifier's features; read it against fd_noise_floor, what real faces score at 
 DLG settings per (integrator, budget): n_skip = 20/40/60% of the budget, the integrator the most steps
 that fit, eta in {0.1, 0.4, 0.8} ([0,1]-data units: x4 for this [-1,1] model); chosen by FD on a
 tuning run (seed 0, --tune-num samples) and scored on fresh samples (seed 1, --num samples).
+Budgets 10 and 20 (the head-to-head with the peers) run first.
+
+Peers (--peers): diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M), UniPCMultistepScheduler and
+DDIMScheduler on the model's own DDPM schedule, NFE = steps, the final sample clipped to [-1, 1].
+Costs (--costs -> dmcmc_faces_costs.json): one noise-level classifier call against one UNet call at the
+same batch (the classifier's cost per DLG step relative to one NFE).
 """
 from __future__ import annotations
 
@@ -38,7 +50,7 @@ PLAIN_STEPS = {
     "rd": (9, 19, 49, 99, 199, 399), "em": (9, 19, 49, 99, 199, 399), "pf": (9, 19, 49, 99, 199, 399),
     "ddim": (4, 9, 19, 34, 49, 99),
 }
-RK45_TOLS = (1e-2, 1e-3, 1e-5)
+RK45_TOLS = (1e-2, 1e-3, 1e-4)
 ETAS = (0.1, 0.4, 0.8)
 SHARES = (0.2, 0.4, 0.6)
 
@@ -56,7 +68,7 @@ def load(device: str):
 def metrics(x: torch.Tensor) -> dict:
     from ddmkit.metrics.evaluate import evaluate_images
 
-    x = x.float()
+    x = x.detach().float().cpu()
     if not torch.isfinite(x).all():
         return {"fd": None, "non_finite": int((~torch.isfinite(x)).flatten(1).any(1).sum())}
     m = evaluate_images(x.numpy(), "faces")
@@ -106,6 +118,67 @@ def run_dlg(den, clf, integrator, steps, eta, n_skip, options, num, seed, chains
             "sigma_star_median": float(np.median(res.sigma_star)), "seconds": round(time.time() - t, 1)}
 
 
+def run_peer(den, name, steps, num, seed, batch):
+    """A diffusers multistep / DDIM scheduler on the model's DDPM schedule; NFE = steps."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    from ddmkit.denoisers import unwrap
+    from ddmkit.integrators import PerSampleGenerator
+    from ddmkit.sampling import sample_seed
+
+    inner = unwrap(den)
+    cfg = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    sched = {"dpmsolver++2m": lambda: DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", solver_order=2),
+             "unipc": lambda: UniPCMultistepScheduler(**cfg),
+             "ddim-diffusers": lambda: DDIMScheduler(**cfg, clip_sample=True)}[name]()
+    t0 = time.time()
+    outs, calls = [], 0
+    with torch.no_grad():
+        for i in range(0, num, batch):
+            idx = range(i, min(num, i + batch))
+            x = PerSampleGenerator([sample_seed(seed, j) for j in idx]).randn((len(idx),) + tuple(inner.sample_shape))
+            x = x.to(inner.device) * sched.init_noise_sigma
+            sched.set_timesteps(steps)
+            calls = 0
+            for t in sched.timesteps:
+                e = inner.eps(x, t.reshape(1).expand(len(x)).to(x.device))
+                calls += 1
+                x = sched.step(e, t, x).prev_sample
+            outs.append(x.clamp(-1, 1).cpu())
+    return {"nfe": calls, "metrics": metrics(torch.cat(outs)), "seconds": round(time.time() - t0, 1),
+            "settings_extra": {"scheduler": type(sched).__name__, "timestep_spacing": sched.config.timestep_spacing}}
+
+
+def measure_costs(den, clf, device: str, batch: int) -> dict:
+    """Seconds per call of the UNet and of the noise-level classifier at the same batch (median of 20)."""
+    from ddmkit.denoisers import unwrap
+
+    inner = unwrap(den)
+    x = torch.randn((batch,) + tuple(inner.sample_shape), device=inner.device)
+    sigma = torch.full((batch,), 1.0, device=inner.device)
+
+    reps, warm = (25, 5) if device.startswith("cuda") else (6, 1)
+
+    def timed(fn):
+        times = []
+        with torch.no_grad():
+            for k in range(reps):
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                fn()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if k >= warm:
+                    times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    unet = timed(lambda: den(x, sigma))
+    cls = timed(lambda: clf.predict(x))
+    return {"device": device, "batch": batch, "unet_seconds_per_call": unet, "classifier_seconds_per_call": cls,
+            "classifier_over_nfe": cls / unet, "target": 0.05}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -117,24 +190,65 @@ def main(argv=None) -> None:
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     ap.add_argument("--quick", action="store_true", help="one eta (0.4), one share (0.4): 9x fewer tuning runs")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--etas", default=",".join(map(str, ETAS)))
+    ap.add_argument("--shares", default=",".join(map(str, SHARES)))
+    ap.add_argument("--tune-chains", type=int, default=None, help="chains of a tuning run (default: min(chains, tune-num))")
+    ap.add_argument("--plain-max-nfe", type=int, default=100, help="plain rows up to this NFE")
+    ap.add_argument("--part", default="", help="write dmcmc_faces.<part>.json (parallel processes; then --merge)")
+    ap.add_argument("--peers", action="store_true", help="only the diffusers peers at --peer-steps")
+    ap.add_argument("--peer-steps", default="5,10,20,35,50")
+    ap.add_argument("--costs", action="store_true", help="only the classifier-vs-UNet cost measurement")
+    ap.add_argument("--merge", action="store_true", help="merge dmcmc_faces.*.json parts, then plot")
+    ap.add_argument("--deadline", type=float, default=None, help="start no new run after this many seconds")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    suffix = f".{args.part}" if args.part else ""
+    if args.merge:
+        merge()
+        return
     den, clf = load(args.device)
     from ddmkit.dmcmc.tune import max_steps
+    from ddmkit.io import atomic_write_json
 
-    etas, shares = ((0.4,), (0.4,)) if args.quick else (ETAS, SHARES)
+    if args.costs:
+        batches = (100, 250, 1000) if args.device.startswith("cuda") else (64,)
+        out = {"costs": [measure_costs(den, clf, args.device, b) for b in batches]}
+        if args.device != "cpu":
+            den_cpu, clf_cpu = load("cpu")
+            out["costs"].append(measure_costs(den_cpu, clf_cpu, "cpu", 64))
+        atomic_write_json(RESULTS / f"dmcmc_faces_costs{suffix}.json", out)
+        print(json.dumps(out, indent=1))
+        return
+    etas = (0.4,) if args.quick else tuple(float(v) for v in args.etas.split(",") if v)
+    shares = (0.4,) if args.quick else tuple(float(v) for v in args.shares.split(",") if v)
     integrators = [i for i in args.integrators.split(",") if i]
     budgets = [int(b) for b in args.budgets.split(",") if b]
-    table, tuning = Table(RESULTS / "dmcmc_faces.json"), Table(RESULTS / "dmcmc_faces_tuning.json")
+    budgets = [b for b in (10, 20) if b in budgets] + [b for b in budgets if b not in (10, 20)]
+    table = Table(RESULTS / f"dmcmc_faces{suffix}.json")
+    tuning = Table(RESULTS / f"dmcmc_faces_tuning{suffix}.json")
     t0 = time.time()
     log = lambda msg: print(f"[{time.time() - t0:8.1f}s] {msg}", flush=True)  # noqa: E731
+    late = lambda: args.deadline is not None and time.time() - t0 > args.deadline  # noqa: E731
+    if args.peers:
+        for name in ("dpmsolver++2m", "unipc", "ddim-diffusers"):
+            for n in (int(v) for v in args.peer_steps.split(",") if v):
+                s = {"steps": n, "num": args.num, "seed": 1}
+                if not table.has(name, False, s) and not late():
+                    r = run_peer(den, name, n, args.num, 1, args.batch)
+                    extra = r.pop("settings_extra")
+                    table.add({"method": name, "dlg": False, "peer": True, **r, "settings": {**s, **extra}})
+                    log(f"peer {name} {n}: nfe {r['nfe']} fd {r['metrics'].get('fd')}")
+        return
+    from ddmkit.dmcmc.tune import integrator_nfe
+
     for integ in integrators:  # plain
-        grid = [{"steps": n, "options": {}} for n in PLAIN_STEPS.get(integ, ())]
+        grid = [{"steps": n, "options": {}} for n in PLAIN_STEPS.get(integ, ())
+                if integrator_nfe(integ, n) + 1 <= args.plain_max_nfe]
         if integ == "rk45":
             grid = [{"steps": 1, "options": {"rtol": t, "atol": t}} for t in RK45_TOLS]
         for g in grid:
             s = {**g, "num": args.num, "seed": 1}
-            if not table.has(integ, False, s):
+            if not table.has(integ, False, s) and not late():
                 r = run_plain(den, integ, g["steps"], g["options"], args.num, 1, args.batch)
                 table.add({"method": integ, "dlg": False, **r, "settings": s})
                 log(f"plain {integ} {g}: nfe {r['nfe']:.1f} fd {r['metrics'].get('fd')}")
@@ -156,8 +270,10 @@ def main(argv=None) -> None:
             for n_skip, steps, opts in splits:
                 for eta in etas:
                     s = {"budget": budget, "n_skip": n_skip, "steps": steps, "eta": eta, "options": opts,
-                         "num": args.tune_num, "seed": 0, "chains": min(args.chains, args.tune_num)}
+                         "num": args.tune_num, "seed": 0, "chains": args.tune_chains or min(args.chains, args.tune_num)}
                     row = tuning.has(integ, True, s)
+                    if row is None and late():
+                        continue
                     if row is None:
                         r = run_dlg(den, clf, integ, steps, eta, n_skip, opts, args.tune_num, 0, s["chains"])
                         row = tuning.add({"method": integ, "dlg": True, **r, "settings": s})
@@ -169,11 +285,29 @@ def main(argv=None) -> None:
             bs = min(ok, key=lambda r: r["metrics"]["fd"])["settings"]
             s = {"budget": budget, "n_skip": bs["n_skip"], "steps": bs["steps"], "eta": bs["eta"], "options": bs["options"],
                  "num": args.num, "seed": 1, "chains": args.chains, "selected_on": f"fd, seed 0, {args.tune_num} samples"}
-            if not table.has(integ, True, s):
+            if not table.has(integ, True, s) and not late():
                 r = run_dlg(den, clf, integ, bs["steps"], bs["eta"], bs["n_skip"], bs["options"], args.num, 1, args.chains)
                 table.add({"method": integ, "dlg": True, **r, "settings": s})
                 log(f"dlg {integ} budget {budget}: nfe {r['nfe']:.1f} fd {r['metrics'].get('fd')}")
-    plot(table.rows)
+    if not args.part:
+        plot(table.rows)
+
+
+def merge() -> None:
+    """Fold dmcmc_faces.<part>.json (and tuning / costs parts) into the main files; plot."""
+    from ddmkit.io import atomic_write_json
+
+    for base in ("dmcmc_faces", "dmcmc_faces_tuning"):
+        table = Table(RESULTS / f"{base}.json")
+        for part in sorted(RESULTS.glob(f"{base}.*.json")):
+            if base == "dmcmc_faces" and part.name.startswith("dmcmc_faces_tuning"):
+                continue
+            for row in json.loads(part.read_text()):
+                if not table.has(row["method"], row["dlg"], row["settings"]):
+                    table.rows.append(row)
+            part.unlink()
+        atomic_write_json(table.path, table.rows)
+    plot(Table(RESULTS / "dmcmc_faces.json").rows)
 
 
 def plot(rows) -> None:

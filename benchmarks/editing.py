@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-num", type=int, default=200, help="faces per boundary fit (half held out)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "bench-editing"))
     ap.add_argument("--out", default=str(RESULTS / "editing.json"))
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, auto")
     ap.add_argument("--quick", action="store_true", help="16 faces, one extra t, no distance sweep (smoke test)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -118,7 +119,14 @@ def main(argv=None) -> int:
     for a in attrs:
         if a not in ATTRIBUTES:
             raise SystemExit(f"unknown attribute {a}")
-    den = load_model(args.model)
+    from ddmkit.commands.sample import resolve_device
+
+    device = resolve_device(args.device)
+    den = load_model(args.model, device=device)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
     ident = model_fingerprint(den)
     clf = load_attribute_classifier("faces")
     cache = Cache(Path(args.cache) / ident["sha256"][:12])
@@ -180,9 +188,10 @@ def main(argv=None) -> int:
                 out = out.clamp(-1, 1)
             else:
                 out, n, _ = edit_latents(den, zb, hb, plan, eta=eta, n_steps=args.gen_steps, h_injection=inj, generator=gen)
+            sync()
             secs += time.perf_counter() - t0
             nfe = n
-            outs.append(out.numpy())
+            outs.append(out.detach().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, *z.shape[1:]), np.float32), secs, nfe
 
     def inverted_latents(t):
@@ -200,8 +209,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             for i in range(0, args.num, B):
                 pre = sample_to_tm(den, x_T[i:i + B], t, args.prefix_steps, h_source=h_source)
-                zs.append(pre.z.numpy())
-                hs.append(pre.h.numpy())
+                zs.append(pre.z.cpu().numpy())
+                hs.append(pre.h.cpu().numpy())
             return {"z": np.concatenate(zs), "h": np.concatenate(hs), "seconds": np.array(time.perf_counter() - t0)}
         log(f"generated latents at t = {t}")
         return cache.arrays(f"gen_t{t}_n{args.num}_p{args.prefix_steps}", run)
@@ -268,7 +277,8 @@ def main(argv=None) -> int:
         result = {
             "benchmark": "editing", "ddmkit_version": __version__, "model": args.model, "model_identity": ident,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "torch": torch.__version__},
+                        "torch": torch.__version__, "device": device,
+                        "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
             "settings": {"num": args.num, "attributes": attrs, "t_m": t_m, "h_source": h_source, "n_inv": args.n_inv,
                          "gen_steps": args.gen_steps, "prefix_steps": args.prefix_steps, "eta_after_edit": 1.0,
                          "move": "set", "distance_units": "multiples of each boundary's recommended distance per space",
@@ -345,7 +355,7 @@ def main(argv=None) -> int:
         x_T = PerSampleGenerator([sample_seed(args.seed, i) for i in range(args.num)]).randn((args.num, 3, 32, 32))
         hs = []
         for i in range(0, args.num, B):
-            hs.append(sample_to_tm(den, x_T[i:i + B], top, 1, h_source=h_source).h.numpy())
+            hs.append(sample_to_tm(den, x_T[i:i + B], top, 1, h_source=h_source).h.cpu().numpy())
         return {"z": x_T.numpy(), "h": np.concatenate(hs)}
 
     lat_gen_top = cache.arrays(f"gen_top_n{args.num}", gen_top)
@@ -400,11 +410,13 @@ def main(argv=None) -> int:
             fit_svm(f[tr], y[tr], f[te], y[te], space=s)
             fits[s] = time.perf_counter() - t0
         with EpsModel(den) as m, torch.no_grad():
-            xb = torch.randn(B, 3, 32, 32)
+            xb = torch.randn(B, 3, 32, 32, device=den.device)
             m(xb, t_m)
+            sync()
             t0 = time.perf_counter()
             for _ in range(5):
                 m(xb, t_m)
+            sync()
             call = (time.perf_counter() - t0) / 5
         per_edit = [r["seconds_per_image"] for r in rows if r["method"] == "mixing-step" and r["t_m"] == t_m]
         costs.update({

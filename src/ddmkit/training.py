@@ -47,6 +47,8 @@ class TrainConfig:
     beta_end: float = 0.02
     threads: int = 0  # 0: torch's default
     init_from: str = ""  # a diffusers folder whose UNet weights start the run (warm start)
+    device: str = "cpu"  # where the UNet trains; batches and noise are drawn on the CPU either way
+    workers: int = 0  # processes that render the next batches ahead (0: in the training process)
     notes: dict = field(default_factory=dict)
 
 
@@ -81,19 +83,25 @@ def build_scheduler(cfg: TrainConfig):
     )
 
 
+class _FacesBatches:
+    """step -> a batch of synthetic faces in [-1, 1]; a picklable callable for worker processes."""
+
+    def __init__(self, batch_size: int, seed: int):
+        self.batch_size, self.seed = batch_size, seed
+
+    def __call__(self, step: int) -> torch.Tensor:
+        from .data.faces import sample_faces, to_tensor_range
+
+        images, _ = sample_faces(self.batch_size, seed=(self.seed * 1_000_003 + step) % 2**63)
+        return torch.from_numpy(to_tensor_range(images))
+
+
 def make_batch_source(cfg: TrainConfig) -> tuple[Callable[[int], torch.Tensor], int]:
     """A function step -> batch in [-1, 1] (deterministic in (seed, step)), and the channel count."""
     if cfg.data == "faces":
-        from .data.faces import sample_faces, to_tensor_range
-
         if cfg.resolution != 32:
             raise DdmkitError("the synthetic faces are 32x32; use --resolution 32")
-
-        def faces_batch(step: int) -> torch.Tensor:
-            images, _ = sample_faces(cfg.batch_size, seed=(cfg.seed * 1_000_003 + step) % 2**63)
-            return torch.from_numpy(to_tensor_range(images))
-
-        return faces_batch, 3
+        return _FacesBatches(cfg.batch_size, cfg.seed), 3
     from .data.folders import load_training_images
 
     data = load_training_images(cfg.data, cfg.resolution)  # float32 (N, C, H, W) in [-1, 1]
@@ -122,12 +130,30 @@ def _warm_start(model: torch.nn.Module, folder: str) -> None:
 
 
 def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights, as one fused (foreach) update."""
     with torch.no_grad():
-        for name, p in model.state_dict().items():
-            if p.dtype.is_floating_point:
-                ema[name].mul_(decay).add_(p, alpha=1.0 - decay)
-            else:
+        state = model.state_dict()
+        names = [n for n, p in state.items() if p.dtype.is_floating_point]
+        torch._foreach_lerp_([ema[n] for n in names], [state[n] for n in names], 1.0 - decay)
+        for name, p in state.items():
+            if not p.dtype.is_floating_point:
                 ema[name].copy_(p)
+
+
+def _batches(batch_of: Callable[[int], torch.Tensor], steps: range, workers: int):
+    """Yield batch_of(step) for each step in order; with workers > 0, rendered ahead in other processes."""
+    if workers <= 0 or len(steps) == 0:
+        for step in steps:
+            yield batch_of(step)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(batch_of, steps, chunksize=1)
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
 def _save_checkpoint(run: Path, model, ema, opt, step: int, cfg: TrainConfig) -> None:
@@ -135,8 +161,8 @@ def _save_checkpoint(run: Path, model, ema, opt, step: int, cfg: TrainConfig) ->
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+    save_file(_cpu(model.state_dict()), str(tmp / "model.safetensors"))
+    save_file(_cpu(ema), str(tmp / "ema.safetensors"))
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "config": _config_json(cfg)}))
     replace_dir(tmp, run / "checkpoint")
@@ -150,22 +176,37 @@ def _config_json(cfg: TrainConfig) -> dict:
 
 
 def _comparable(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("steps", "checkpoint_every", "threads", "notes", "init_from")}
+    ignored = ("steps", "checkpoint_every", "threads", "notes", "init_from", "device", "workers")
+    return {k: v for k, v in d.items() if k not in ignored}
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True) -> Path:
-    """Train (or resume) into the run folder `out`; returns the folder of the final pipeline."""
+def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
+          max_seconds: float | None = None) -> Path:
+    """Train (or resume) into the run folder `out`; returns the folder of the final pipeline.
+
+    With `max_seconds`, training stops after the first step that ends past that wall time, saves a
+    checkpoint there and exports the model (its `training_config.json` records `completed_steps`);
+    running the same command again continues towards `cfg.steps`.
+    """
     run = Path(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DdmkitError(f"--device {cfg.device} asked for, but CUDA is not available here; use --device cpu")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
     batch_of, channels = make_batch_source(cfg)  # validates the data before anything is written
     run.mkdir(parents=True, exist_ok=True)
     model = build_unet(cfg, channels)
     scheduler = build_scheduler(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     if cfg.init_from:
         _warm_start(model, cfg.init_from)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = 0
     ckpt = run / "checkpoint"
@@ -176,10 +217,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True) ->
                 f"{run} holds a checkpoint of a different training config; use a new --out or the same settings"
             )
         model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        ema = load_file(str(ckpt / "ema.safetensors"))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        ema = {k: v.to(device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
         start = int(state["step"])
-    alphas_cumprod = scheduler.alphas_cumprod.float()
+    alphas_cumprod = scheduler.alphas_cumprod.float().to(device)
     log_path = run / "train_log.csv"
     if start == 0 or not log_path.exists():
         log_path.write_text("step,loss,lr,seconds\n")
@@ -191,12 +232,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True) ->
     model.train()
     t0 = time.time()
     running = None
+    step = start
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
-    for step in bar:
-        x0 = batch_of(step)
-        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
+    batches = _batches(batch_of, range(start, cfg.steps), cfg.workers if cfg.data == "faces" else 0)
+    for step, x0 in zip(bar, batches):
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # noise drawn on the CPU: same on every device
         t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
+        x0, t, noise = x0.to(device, non_blocking=True), t.to(device), noise.to(device, non_blocking=True)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
@@ -208,20 +251,31 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True) ->
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
+        loss = loss.detach()  # a running mean kept on the device: no host sync per step
+        running = loss if running is None else 0.98 * running + 0.02 * loss
         if (step + 1) % 25 == 0:
+            value = float(running)
+            bar.set_postfix(loss=f"{value:.4f}")
             with open(log_path, "a") as f:
-                f.write(f"{step + 1},{running:.6f},{lr:.3g},{time.time() - t0:.1f}\n")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                f.write(f"{step + 1},{value:.6f},{lr:.3g},{time.time() - t0:.1f}\n")
+        out_of_time = max_seconds is not None and time.time() - t0 >= max_seconds
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or out_of_time:
             _save_checkpoint(run, model, ema, opt, step + 1, cfg)
-    return export_pipeline(run, cfg, ema, channels)
+        if out_of_time:
+            step += 1
+            break
+    else:
+        step = cfg.steps
+    bar.close()
+    batches.close()
+    return export_pipeline(run, cfg, ema, channels, completed_steps=step)
 
 
-def export_pipeline(run: Path, cfg: TrainConfig, ema: dict[str, torch.Tensor], channels: int) -> Path:
+def export_pipeline(run: Path, cfg: TrainConfig, ema: dict[str, torch.Tensor], channels: int,
+                    completed_steps: int | None = None) -> Path:
     """Write the EMA weights as a diffusers DDPM pipeline folder `run/model` (atomically)."""
     model = build_unet(cfg, channels)
-    model.load_state_dict(ema)
+    model.load_state_dict(_cpu(ema))
     tmp = run / "model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -236,7 +290,9 @@ def export_pipeline(run: Path, cfg: TrainConfig, ema: dict[str, torch.Tensor], c
             "unet": ["diffusers", "UNet2DModel"],
         },
     )
-    shutil.copy(run / "training_config.json", tmp / "training_config.json")
+    config = json.loads((run / "training_config.json").read_text())
+    config["completed_steps"] = cfg.steps if completed_steps is None else int(completed_steps)
+    atomic_write_json(tmp / "training_config.json", config)
     replace_dir(tmp, run / "model")
     return run / "model"
 

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--init-from", default="", help="warm start: a diffusers folder with the same architecture")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes rendering synthetic-face batches ahead of the GPU (default 0: none)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop (checkpoint + export) after this wall time; the same command resumes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -43,12 +48,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.batch_size < 1:
         raise DdmkitError("--steps and --batch-size must be >= 1")
+    from .sample import resolve_device
+
+    if args.workers < 0:
+        raise DdmkitError("--workers must be >= 0")
     cfg = TrainConfig(
         data=args.data, resolution=args.resolution, block_out_channels=args.channels,
         attention_levels=tuple(bool(a) for a in args.attention), layers_per_block=args.layers_per_block,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, init_from=args.init_from,
+        device=resolve_device(args.device), workers=args.workers,
     )
-    model_dir = train(cfg, args.out, progress=not args.quiet)
+    model_dir = train(cfg, args.out, progress=not args.quiet, max_seconds=args.max_seconds)
     print(f"model written to {model_dir}")
     return 0
