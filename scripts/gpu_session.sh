@@ -19,7 +19,7 @@ mkdir -p "$OUT" runs/logs
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 DDMKIT_CACHE_DIR=$PWD/runs/cache
 TRAIN_FACES=${TRAIN_FACES:-240}
 TRAIN_DIGITS=${TRAIN_DIGITS:-200}
-END=${END:-520}
+END=${END:-505}
 DLG_DEADLINE=${DLG_DEADLINE:-190}
 DEVICE=${DEVICE:-cuda}
 FACES_WORKERS=${FACES_WORKERS:-12}
@@ -100,7 +100,7 @@ fi
 wait
 log "benchmarks done"
 # the GPU is idle now: time the CIFAR-10 NCSN++ for the 8-GPU FID-sweep plan (replaces the assumed rate)
-timeout 30 $PY benchmarks/fid_sweep_plan.py --measure --device "$DEVICE" > runs/logs/fid_sweep_plan.log 2>&1
+timeout 20 $PY benchmarks/fid_sweep_plan.py --measure --device "$DEVICE" > runs/logs/fid_sweep_plan.log 2>&1
 $PY benchmarks/dmcmc_faces.py --merge > runs/logs/dlg_merge.log 2>&1
 pack results benchmarks/results $W/boundaries $W/faces/training_config_gpu_stage.json $W/digits/training_config_gpu_stage.json
 pack logs runs/logs
