@@ -38,7 +38,8 @@ fi
 export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ ! -x .venv/bin/ddmkit ]; then  # the scripts call .venv/bin/{python,ddmkit}
   mkdir -p .venv/bin
-  ln -sf "$(command -v python3)" .venv/bin/python
+  printf '#!/bin/sh\nexec python3 "$@"\n' > .venv/bin/python
+  chmod +x .venv/bin/python
   printf '#!/bin/sh\nexec python3 -m ddmkit "$@"\n' > .venv/bin/ddmkit
   chmod +x .venv/bin/ddmkit
 fi
@@ -87,7 +88,7 @@ timeout "$(left)" $PY benchmarks/default_model.py --num "$NUM_DEFAULT" --batch-s
   > runs/logs/editing.log 2>&1 &
 for i in kar1 kar2 rd em pf rk45 ddim; do
   timeout "$(left)" $PY benchmarks/dmcmc_faces.py --device "$DEVICE" --integrators $i --part $i --num "$NUM_DLG" \
-    --tune-num "$TUNE_NUM" --tune-chains "$TUNE_NUM" --chains 250 --batch 500 --etas 0.1,0.4,0.8 --shares 0.2,0.4 \
+    --tune-num "$TUNE_NUM" --tune-chains "$TUNE_NUM" --chains 250 --batch 500 --etas "${ETAS:-0.1,0.4,0.8}" --shares "${SHARES:-0.2,0.4}" \
     --budgets 5,10,20,35,50 --deadline "$DLG_DEADLINE" > runs/logs/dlg_$i.log 2>&1 &
 done
 timeout "$(left)" $PY benchmarks/dmcmc_faces.py --device "$DEVICE" --peers --part peers --num "$NUM_DLG" --batch 500 \
@@ -100,7 +101,7 @@ fi
 wait
 log "benchmarks done"
 # the GPU is idle now: time the CIFAR-10 NCSN++ for the 8-GPU FID-sweep plan (replaces the assumed rate)
-timeout 20 $PY benchmarks/fid_sweep_plan.py --measure --device "$DEVICE" > runs/logs/fid_sweep_plan.log 2>&1
+[ "${FID_PLAN:-1}" = 1 ] && timeout 20 $PY benchmarks/fid_sweep_plan.py --measure --device "$DEVICE" > runs/logs/fid_sweep_plan.log 2>&1
 $PY benchmarks/dmcmc_faces.py --merge > runs/logs/dlg_merge.log 2>&1
 pack results benchmarks/results $W/boundaries $W/faces/training_config_gpu_stage.json $W/digits/training_config_gpu_stage.json
 pack logs runs/logs

@@ -89,11 +89,11 @@ class _FacesBatches:
     def __init__(self, batch_size: int, seed: int):
         self.batch_size, self.seed = batch_size, seed
 
-    def __call__(self, step: int) -> torch.Tensor:
+    def __call__(self, step: int) -> np.ndarray:
         from .data.faces import sample_faces, to_tensor_range
 
         images, _ = sample_faces(self.batch_size, seed=(self.seed * 1_000_003 + step) % 2**63)
-        return torch.from_numpy(to_tensor_range(images))
+        return to_tensor_range(images)  # numpy: plain pickling between processes (no shared-memory fds)
 
 
 def make_batch_source(cfg: TrainConfig) -> tuple[Callable[[int], torch.Tensor], int]:
@@ -144,12 +144,16 @@ def _batches(batch_of: Callable[[int], torch.Tensor], steps: range, workers: int
     """Yield batch_of(step) for each step in order; with workers > 0, rendered ahead in other processes."""
     if workers <= 0 or len(steps) == 0:
         for step in steps:
-            yield batch_of(step)
+            yield torch.as_tensor(batch_of(step))
         return
     import multiprocessing as mp
 
-    with mp.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(batch_of, steps, chunksize=1)
+    pool = mp.get_context("fork").Pool(workers)
+    try:
+        for batch in pool.imap(batch_of, steps, chunksize=1):
+            yield torch.as_tensor(batch)
+    finally:
+        pool.terminate()
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
