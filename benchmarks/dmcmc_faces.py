@@ -200,6 +200,8 @@ def main(argv=None) -> None:
     ap.add_argument("--costs", action="store_true", help="only the classifier-vs-UNet cost measurement")
     ap.add_argument("--merge", action="store_true", help="merge dmcmc_faces.*.json parts, then plot")
     ap.add_argument("--deadline", type=float, default=None, help="start no new run after this many seconds")
+    ap.add_argument("--fixed", default="", metavar="ETA:SHARE",
+                    help="no tuning: score DLG at each budget with this eta and n_skip = SHARE x budget")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     suffix = f".{args.part}" if args.part else ""
@@ -252,6 +254,23 @@ def main(argv=None) -> None:
                 r = run_plain(den, integ, g["steps"], g["options"], args.num, 1, args.batch)
                 table.add({"method": integ, "dlg": False, **r, "settings": s})
                 log(f"plain {integ} {g}: nfe {r['nfe']:.1f} fd {r['metrics'].get('fd')}")
+    if args.fixed:  # DLG without tuning (e.g. a CPU run completing a GPU table)
+        eta, share = (float(v) for v in args.fixed.split(":"))
+        for integ in integrators:
+            for budget in budgets:
+                n_skip = max(1, int(round(share * budget)))
+                steps, opts = max_steps(integ, budget - n_skip - 1), {}
+                if integ == "rk45":
+                    steps, opts = 1, {"rtol": 1e-2, "atol": 1e-2}
+                if steps is None:
+                    continue
+                s = {"budget": budget, "n_skip": n_skip, "steps": steps, "eta": eta, "options": opts, "num": args.num,
+                     "seed": 1, "chains": args.chains, "selected_on": f"fixed, not tuned: eta {eta:g}, n_skip {share:g} x budget"}
+                if not table.has(integ, True, s) and not late():
+                    r = run_dlg(den, clf, integ, steps, eta, n_skip, opts, args.num, 1, args.chains)
+                    table.add({"method": integ, "dlg": True, **r, "settings": s})
+                    log(f"dlg {integ} budget {budget} (fixed): nfe {r['nfe']:.1f} fd {r['metrics'].get('fd')}")
+        return
     for integ in integrators:  # DLG: tune (seed 0), then score (seed 1)
         if integ == "rk45":
             cands = {f"tol{t:g}": [(n, 1, {"rtol": t, "atol": t}) for n in (2, 5, 10)] for t in RK45_TOLS}
@@ -327,6 +346,11 @@ def plot(rows) -> None:
                 if dlg:
                     ax.plot([p[2] for p in pts], [p[1] for p in pts], "s:", alpha=0.5, ms=3,
                             color=ax.lines[-1].get_color(), label="DLG incl. amortised burn-in")
+        for peer, style in (("ddim-diffusers", "x--"), ("dpmsolver++2m", "+--"), ("unipc", "1--")):
+            pts = sorted((r["nfe"], r["metrics"]["fd"]) for r in rows if r["method"] == peer and r["metrics"].get("fd") is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color="grey", alpha=0.6, ms=5,
+                        label=f"peer: diffusers {peer}")
         if floors:
             ax.axhline(float(np.mean(floors)), color="green", lw=0.8, label="noise floor (real faces, same n)")
         ax.set_xscale("log")
