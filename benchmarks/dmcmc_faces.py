@@ -26,7 +26,10 @@ tuning run (seed 0, --tune-num samples) and scored on fresh samples (seed 1, --n
 Budgets 10 and 20 (the head-to-head with the peers) run first.
 
 Peers (--peers): diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M), UniPCMultistepScheduler and
-DDIMScheduler on the model's own DDPM schedule, NFE = steps, the final sample clipped to [-1, 1].
+DDIMScheduler (clip_sample) on the model's own DDPM schedule, NFE = steps, the final sample clipped to
+[-1, 1]; DPM-Solver++ and UniPC also with diffusers' dynamic thresholding of the x0 prediction
+(`-thresholding`), the fair comparison for a model whose x0 predictions leave the data range (ddmkit's
+integrators clip D to the data range by default, as DDPM does).
 Costs (--costs -> dmcmc_faces_costs.json): one noise-level classifier call against one UNet call at the
 same batch (the classifier's cost per DLG step relative to one NFE).
 """
@@ -128,8 +131,12 @@ def run_peer(den, name, steps, num, seed, batch):
 
     inner = unwrap(den)
     cfg = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    thr = dict(thresholding=True, sample_max_value=1.0)  # diffusers' dynamic thresholding of the x0 prediction
     sched = {"dpmsolver++2m": lambda: DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", solver_order=2),
              "unipc": lambda: UniPCMultistepScheduler(**cfg),
+             "dpmsolver++2m-thresholding": lambda: DPMSolverMultistepScheduler(
+                 **cfg, algorithm_type="dpmsolver++", solver_order=2, **thr),
+             "unipc-thresholding": lambda: UniPCMultistepScheduler(**cfg, **thr),
              "ddim-diffusers": lambda: DDIMScheduler(**cfg, clip_sample=True)}[name]()
     t0 = time.time()
     outs, calls = [], 0
@@ -197,6 +204,7 @@ def main(argv=None) -> None:
     ap.add_argument("--part", default="", help="write dmcmc_faces.<part>.json (parallel processes; then --merge)")
     ap.add_argument("--peers", action="store_true", help="only the diffusers peers at --peer-steps")
     ap.add_argument("--peer-steps", default="5,10,20,35,50")
+    ap.add_argument("--peer-names", default="dpmsolver++2m,unipc,ddim-diffusers,dpmsolver++2m-thresholding,unipc-thresholding")
     ap.add_argument("--costs", action="store_true", help="only the classifier-vs-UNet cost measurement")
     ap.add_argument("--merge", action="store_true", help="merge dmcmc_faces.*.json parts, then plot")
     ap.add_argument("--deadline", type=float, default=None, help="start no new run after this many seconds")
@@ -232,7 +240,7 @@ def main(argv=None) -> None:
     log = lambda msg: print(f"[{time.time() - t0:8.1f}s] {msg}", flush=True)  # noqa: E731
     late = lambda: args.deadline is not None and time.time() - t0 > args.deadline  # noqa: E731
     if args.peers:
-        for name in ("dpmsolver++2m", "unipc", "ddim-diffusers"):
+        for name in args.peer_names.split(","):
             for n in (int(v) for v in args.peer_steps.split(",") if v):
                 s = {"steps": n, "num": args.num, "seed": 1}
                 if not table.has(name, False, s) and not late():
@@ -243,7 +251,7 @@ def main(argv=None) -> None:
         return
     from ddmkit.dmcmc.tune import integrator_nfe
 
-    for integ in integrators:  # plain
+    for integ in integrators if not args.fixed else ():  # plain
         grid = [{"steps": n, "options": {}} for n in PLAIN_STEPS.get(integ, ())
                 if integrator_nfe(integ, n) + 1 <= args.plain_max_nfe]
         if integ == "rk45":
@@ -346,7 +354,8 @@ def plot(rows) -> None:
                 if dlg:
                     ax.plot([p[2] for p in pts], [p[1] for p in pts], "s:", alpha=0.5, ms=3,
                             color=ax.lines[-1].get_color(), label="DLG incl. amortised burn-in")
-        for peer, style in (("ddim-diffusers", "x--"), ("dpmsolver++2m", "+--"), ("unipc", "1--")):
+        for peer, style in (("ddim-diffusers", "x--"), ("dpmsolver++2m", "+--"), ("unipc", "1--"),
+                            ("dpmsolver++2m-thresholding", "+:"), ("unipc-thresholding", "1:")):
             pts = sorted((r["nfe"], r["metrics"]["fd"]) for r in rows if r["method"] == peer and r["metrics"].get("fd") is not None)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color="grey", alpha=0.6, ms=5,

@@ -206,3 +206,16 @@ def test_tune_dmcmc_writes_a_table(gmm, tmp_path):
     before = out.read_text()
     assert main(args) == 0  # resumes: every row is already there
     assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
+
+
+def test_burn_in_on_a_unet_keeps_no_autograd_graph(tiny_vp):
+    """The burn-in's Langevin steps run without autograd (a graph kept across them grew to 22 GB for 250 chains)."""
+    from ddmkit.dmcmc.classifier import load_classifier
+    from ddmkit.dmcmc.dlg import BurnIn, DLGConfig, DLGSampler
+    from ddmkit.models.loading import load_model
+
+    den = load_model(str(tiny_vp / "model"))
+    clf = load_classifier(tiny_vp / "clf")
+    cfg = DLGConfig(integrator="kar1", steps=3, n_skip=1, burn_in=BurnIn(3, 0.5, ((2, 0.5),)))
+    x, sigma, nfe = DLGSampler(den, clf, cfg, chains=2).burn_in([0, 1], [0, 0])
+    assert not x.requires_grad and x.grad_fn is None and nfe == 3 + 2

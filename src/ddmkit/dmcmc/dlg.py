@@ -269,6 +269,7 @@ class DLGSampler:
         why = ["non-finite state" if not f else f"state RMS {r:.3g} > limit {self.limit:.3g}" for f, r in zip(finite.tolist(), rms.tolist())]
         return bad, why
 
+    @torch.no_grad()
     def burn_in(self, chain_ids: list[int], restarts: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The one-time burn-in of the given chains; returns x, sigma and its NFE (per chain)."""
         b = self.burn
