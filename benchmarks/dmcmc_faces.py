@@ -25,6 +25,12 @@ that fit, eta in {0.1, 0.4, 0.8} ([0,1]-data units: x4 for this [-1,1] model); c
 tuning run (seed 0, --tune-num samples) and scored on fresh samples (seed 1, --num samples).
 Budgets 10 and 20 (the head-to-head with the peers) run first.
 
+The committed results: plain rows, peers, costs and the tuned DLG rows of kar1/kar2 at 10 and 20 NFE ran
+on an H200 (scripts/gpu_session.sh); the other DLG rows ran on the CPU with fixed, untuned settings
+(`--device cpu --fixed 0.4:0.2 --budgets 20 --integrators ddim,em,rd,pf,rk45`, and `--budgets 50,35,5
+--integrators kar2,kar1`), marked by their `selected_on`; the thresholded peers on the CPU (`--peers
+--peer-names dpmsolver++2m-thresholding,unipc-thresholding --peer-steps 10,20`).
+
 Peers (--peers): diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M), UniPCMultistepScheduler and
 DDIMScheduler (clip_sample) on the model's own DDPM schedule, NFE = steps, the final sample clipped to
 [-1, 1]; DPM-Solver++ and UniPC also with diffusers' dynamic thresholding of the x0 prediction
