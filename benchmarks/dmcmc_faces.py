@@ -28,7 +28,8 @@ Budgets 10 and 20 (the head-to-head with the peers) run first.
 The committed results: plain rows, peers, costs and the tuned DLG rows of kar1/kar2 at 10 and 20 NFE ran
 on an H200 (scripts/gpu_session.sh); the other DLG rows ran on the CPU with fixed, untuned settings
 (`--device cpu --fixed 0.4:0.2 --budgets 20 --integrators ddim,em,rd,pf,rk45`, and `--budgets 50,35,5
---integrators kar2,kar1`), marked by their `selected_on`; the thresholded peers on the CPU (`--peers
+--integrators kar2,kar1`, `--budgets 35 --integrators kar1`, `--budgets 10 --integrators ddim`), marked by
+their `selected_on`; the thresholded peers on the CPU (`--peers
 --peer-names dpmsolver++2m-thresholding,unipc-thresholding --peer-steps 10,20`).
 
 Peers (--peers): diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M), UniPCMultistepScheduler and
