@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, read_json, write_json  # noqa: E402
 from ddmkit.cli import main as ddmkit  # noqa: E402
 
-SETTINGS = [("kar1", 26), ("ddim", 50)]  # kar1: 2*26-3 + 1 = 50 NFE; ddim: 50 + 1 = 51 NFE (with the Tweedie step)
+SETTINGS = [("kar1", 26), ("ddim", 50), ("em", 99)]  # NFE: kar1 2*26-3 + 1 = 50; ddim 50 + 1; em 99 + 1 (stochastic)
 
 
 def run(model: str, num: int, batch: int, settings: list[tuple[str, int]], device: str = "auto") -> list[dict]:

@@ -193,6 +193,51 @@ def measure_costs(den, clf, device: str, batch: int) -> dict:
             "classifier_over_nfe": cls / unet, "target": 0.05}
 
 
+WALLTIME_SETTINGS = (  # (budget, plain kar1 steps, DLG n_skip, DLG kar1 steps): NFE 10 and 20 either way
+    (10, 6, 2, 5), (20, 11, 8, 7))
+
+
+def measure_walltime(den, clf, device: str, chains: int, num: int = 1000) -> dict:
+    """Seconds of sampling alone (no metrics) per `num` samples: plain kar1 vs DLG + kar1 at equal NFE.
+
+    DLG is timed twice, for `num` and for `chains` outputs (one round): the difference over the extra
+    rounds is the steady-state cost per sample; the rest is the burn-in, reported separately.
+    """
+    from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
+    from ddmkit.sampling import sample
+
+    def timed(fn):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, out
+
+    sample(den, integrator="kar1", steps=6, num=chains, seed=9, batch_size=chains)  # warm-up (kernels, allocator)
+    rows = []
+    for budget, plain_steps, n_skip, steps in WALLTIME_SETTINGS:
+        t_plain, res = timed(lambda: sample(den, integrator="kar1", steps=plain_steps, num=num, seed=1, batch_size=chains))
+        cfg = DLGConfig(integrator="kar1", steps=steps, eta=0.4, n_skip=n_skip)
+        t_all, dres = timed(lambda: dlg_sample(den, clf, cfg, num=num, chains=chains, seed=1, report=lambda m: None))
+        t_one, _ = timed(lambda: dlg_sample(den, clf, cfg, num=chains, chains=chains, seed=1, report=lambda m: None))
+        rounds = num // chains
+        per_round = (t_all - t_one) / max(rounds - 1, 1)
+        rows.append({"budget": budget, "num": num, "chains": chains, "batch": chains,
+                     "plain": {"integrator": "kar1", "steps": plain_steps, "nfe": res.nfe_per_sample,
+                               "seconds": round(t_plain, 3)},
+                     "dlg": {"integrator": "kar1", "steps": steps, "n_skip": n_skip, "nfe": dres.nfe["per_output"],
+                             "seconds_total": round(t_all, 3), "seconds_one_round": round(t_one, 3),
+                             "seconds_without_burn_in": round(per_round * rounds, 3),
+                             "burn_in_seconds": round(t_one - per_round, 3)},
+                     "dlg_over_plain_without_burn_in": round(per_round * rounds / t_plain, 3),
+                     "dlg_over_plain_with_burn_in": round(t_all / t_plain, 3)})
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    return {"device": device, "device_name": name, "what": "wall-clock seconds of sampling only, one process alone",
+            "rows": rows}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -213,6 +258,9 @@ def main(argv=None) -> None:
     ap.add_argument("--peer-steps", default="5,10,20,35,50")
     ap.add_argument("--peer-names", default="dpmsolver++2m,unipc,ddim-diffusers,dpmsolver++2m-thresholding,unipc-thresholding")
     ap.add_argument("--costs", action="store_true", help="only the classifier-vs-UNet cost measurement")
+    ap.add_argument("--walltime", action="store_true",
+                    help="only the wall-clock of DLG vs plain kar1 at 10 and 20 NFE (run it alone on the device)")
+    ap.add_argument("--skip-plain", action="store_true", help="no plain rows (another process runs them)")
     ap.add_argument("--merge", action="store_true", help="merge dmcmc_faces.*.json parts, then plot")
     ap.add_argument("--deadline", type=float, default=None, help="start no new run after this many seconds")
     ap.add_argument("--fixed", default="", metavar="ETA:SHARE",
@@ -234,6 +282,11 @@ def main(argv=None) -> None:
             den_cpu, clf_cpu = load("cpu")
             out["costs"].append(measure_costs(den_cpu, clf_cpu, "cpu", 64))
         atomic_write_json(RESULTS / f"dmcmc_faces_costs{suffix}.json", out)
+        print(json.dumps(out, indent=1))
+        return
+    if args.walltime:
+        out = measure_walltime(den, clf, args.device, args.chains, args.num)
+        atomic_write_json(RESULTS / f"dmcmc_faces_walltime{suffix}.json", out)
         print(json.dumps(out, indent=1))
         return
     etas = (0.4,) if args.quick else tuple(float(v) for v in args.etas.split(",") if v)
@@ -258,7 +311,7 @@ def main(argv=None) -> None:
         return
     from ddmkit.dmcmc.tune import integrator_nfe
 
-    for integ in integrators if not args.fixed else ():  # plain
+    for integ in integrators if not (args.fixed or args.skip_plain) else ():  # plain
         grid = [{"steps": n, "options": {}} for n in PLAIN_STEPS.get(integ, ())
                 if integrator_nfe(integ, n) + 1 <= args.plain_max_nfe]
         if integ == "rk45":
