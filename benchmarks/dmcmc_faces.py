@@ -339,7 +339,7 @@ def main(argv=None) -> None:
                     table.add({"method": integ, "dlg": True, **r, "settings": s})
                     log(f"dlg {integ} budget {budget} (fixed): nfe {r['nfe']:.1f} fd {r['metrics'].get('fd')}")
         return
-    for integ in integrators:  # DLG: tune (seed 0), then score (seed 1)
+    for integ in integrators if budgets else ():  # DLG: tune (seed 0), then score (seed 1); --budgets "" = plain only
         if integ == "rk45":
             cands = {f"tol{t:g}": [(n, 1, {"rtol": t, "atol": t}) for n in (2, 5, 10)] for t in RK45_TOLS}
         else:
