@@ -267,6 +267,7 @@ def main(argv=None) -> int:
         return {
             "success": float((pred[:, j] == target).mean()) if target is not None else None,
             "preservation": float((pred[:, others] == ref_pred[:, others]).all(1).mean()),
+            "other_attribute_flip_rate": {ATTRIBUTES[k]: float((pred[:, k] != ref_pred[:, k]).mean()) for k in others},
             "distance_to_source": {
                 "pixel_rmse": float(np.sqrt(((x - ref_x) ** 2).reshape(len(x), -1).mean(1)).mean()),
                 "feature_l2": float(np.linalg.norm(f - ref_feat, axis=1).mean()),
@@ -284,7 +285,8 @@ def main(argv=None) -> int:
                          "move": "set", "distance_units": "multiples of each boundary's recommended distance per space",
                          "held_out_seed": EVAL_FACES_SEED, "fit_seed": FIT_FACES_SEED, "batch_size": B,
                          "classifier_agreement_with_true_labels_on_held_out": clf_agreement},
-            "boundaries": {a: {"path": b.path, "t_m": b.t_m, **{s: {k: bd.stats.get(k) for k in
+            "boundaries": {a: {"path": b.path, "t_m": b.t_m,
+                               "distance_calibration": b.meta.get("distance_calibration"), **{s: {k: bd.stats.get(k) for k in
                            ("n_train", "n_test", "train_accuracy", "test_accuracy", "fit_seconds", "recommended_distance")}
                            for s, bd in b.spaces.items()}} for a, b in boundaries.items()},
             "controls": controls, "costs": costs,
@@ -324,7 +326,8 @@ def main(argv=None) -> int:
                 nfe = n
             return {"u8": to_u8(out), "seconds": np.array(secs), "nfe": np.array(nfe)}
 
-        name = f"edit_{attr}_{source}_{method}_t{t}_d{dist:g}_{bkind}_eta{eta:g}_n{args.num}"
+        dz = next(iter(b.spaces.values())).recommended_distance  # in the key: a refitted boundary is a new edit
+        name = f"edit_{attr}_{source}_{method}_t{t}_d{dist:g}_{bkind}_eta{eta:g}_n{args.num}_r{dz:.5g}"
         res = cache.arrays(name, compute)
         x = from_u8(res["u8"])
         strips[key] = x[:8]

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DdmkitError
 
 
@@ -125,6 +127,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--t-m", type=int, default=None,
                    help="mixing step (default: T/2, i.e. 500 for 1000-step models; see `ddmkit mixing-step`)")
     add_inversion_arguments(f)
+    c = f.add_argument_group("distance calibration (synthetic faces only: the shipped attribute classifier judges)")
+    c.add_argument("--calibrate", action="store_true",
+                   help="set the recommended distance per attribute: edit the held-out (--test) images at each "
+                   "--calibrate-multiples x the default distance and keep the smallest whose success (share flipped, "
+                   "by the faces classifier) reaches --calibrate-target (ddmkit.editing.calibrate)")
+    c.add_argument("--calibrate-multiples", default="0.25,0.4,0.6,0.8,1,1.5,2",
+                   help="multiples of the default recommended distance to try (default: 0.25,0.4,0.6,0.8,1,1.5,2)")
+    c.add_argument("--calibrate-target", type=float, default=0.95, help="edit success to reach (default: 0.95)")
+    c.add_argument("--calibrate-steps", type=int, default=10,
+                   help="DDIM steps of the post-edit generation, eta = 1 (default: 10)")
     f.add_argument("--out", required=True, help="boundary file to write (.safetensors; a .json copy of the metadata beside it)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -170,11 +182,20 @@ def run_fit(args: argparse.Namespace) -> int:
     if not 1 <= t_m < T:
         raise DdmkitError(f"--t-m must be in 1..{T - 1}, got {t_m}")
     ddim_grid(t_m, args.n_inv)
+    multiples = _calibration_multiples(args) if args.calibrate else None
     x, y, info, name = load_labelled(args, denoiser)
     t0 = time.time()
+    inversions = None
+    if args.calibrate:  # the latents are needed twice: invert once
+        from ..editing.boundaries import invert_batched
+
+        inversions = invert_batched(denoiser, x, t_m, args.n_inv, h_source=args.h_source, batch_size=args.batch_size,
+                                    hspace_module=args.hspace_module, progress=not args.quiet)
     b = fit_boundaries(denoiser, x, y, attribute=name, t_m=t_m, n_inv=args.n_inv, h_source=args.h_source,
                        n_test=n_test, C=args.C, seed=args.seed, batch_size=args.batch_size,
-                       hspace_module=args.hspace_module, data=info, progress=not args.quiet)
+                       hspace_module=args.hspace_module, data=info, inversions=inversions, progress=not args.quiet)
+    if args.calibrate:
+        b = _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples)
     b.meta["model_spec"] = args.model
     b.meta["seconds"] = round(time.time() - t0, 3)
     path = save_boundary(out, b)
@@ -187,6 +208,48 @@ def run_fit(args: argparse.Namespace) -> int:
     print(f"{name} at t_m = {t_m} ({b.meta['n_images']} images, {b.spaces['z'].stats['n_test']} held out): "
           + "; ".join(parts) + f" -> {path}")
     return 0
+
+
+def _calibration_multiples(args: argparse.Namespace) -> list[float]:
+    """Validate the --calibrate options before any work: faces only, held-out images, positive multiples."""
+    if args.faces is None:
+        raise DdmkitError("--calibrate needs --faces N: the judge of the edits is the shipped faces attribute classifier")
+    if parse_test(args.test) == 0:
+        raise DdmkitError("--calibrate edits the held-out images: give --test > 0")
+    try:
+        multiples = [float(v) for v in args.calibrate_multiples.split(",") if v.strip()]
+    except ValueError:
+        raise DdmkitError(f"--calibrate-multiples must be comma-separated numbers, got {args.calibrate_multiples!r}") from None
+    if not multiples or min(multiples) <= 0:
+        raise DdmkitError(f"--calibrate-multiples must be positive numbers, got {args.calibrate_multiples!r}")
+    if not 0 < args.calibrate_target <= 1:
+        raise DdmkitError(f"--calibrate-target must be in (0, 1], got {args.calibrate_target}")
+    if args.calibrate_steps < 1:
+        raise DdmkitError("--calibrate-steps must be >= 1")
+    return multiples
+
+
+def _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples):
+    """Calibrate the recommended distance on the held-out split (the same split as the SVM test accuracy)."""
+    from ..data.faces import ATTRIBUTES
+    from ..editing.boundaries import normalise_labels, split_train_test
+    from ..editing.calibrate import apply_calibration, calibrate_distance
+    from ..metrics.classifiers import load_attribute_classifier
+
+    clf = load_attribute_classifier("faces")
+    j = ATTRIBUTES.index(args.attribute)
+    judge = lambda images: clf.predict_proba(images)[:, j]  # noqa: E731
+    _, test = split_train_test(normalise_labels(y), n_test, args.seed)
+    xt = np.asarray(x)[test]
+    source = (judge(xt) > 0.5).astype(np.int64)
+    z, h = inversions
+    res = calibrate_distance(denoiser, b, z[test], h[test], source, judge, multiples=multiples,
+                             target=args.calibrate_target, n_steps=args.calibrate_steps, seed=args.seed,
+                             batch_size=args.batch_size)
+    curve = ", ".join(f"{m:g}x: {s:.2f}" for m, s in zip(res["multiples"], res["success"]))
+    print(f"{args.attribute}: calibration on {res['n']} held-out faces (success by multiple: {curve}) -> "
+          f"{res['chosen_multiple']:g}x" + ("" if res["reached"] else f" (target {res['target']:g} not reached)"))
+    return apply_calibration(b, res, judge_name=f"faces attribute classifier, {args.attribute}, p > 0.5")
 
 
 def run_show(args: argparse.Namespace) -> int:
