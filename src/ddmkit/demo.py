@@ -170,7 +170,7 @@ def section_dlg(out: Path, quick: bool) -> str | None:
     n = 64 if quick else 256
     # (label, plain kar1 N, DLG kar1 N, n_skip, eta): plain 2N-3+1 NFE vs DLG n_skip + 2N-3 + 1 NFE; the DLG
     # settings are the ones benchmarks/dmcmc_faces.py selected for kar1 at 10 and 20 NFE on this model
-    budgets = [("~10 NFE", 6, 5, 2, 0.4), ("~20 NFE", 11, 7, 8, 0.1)]
+    budgets = [("~10 NFE", 6, 5, 2, 0.1), ("~20 NFE", 11, 9, 4, 0.1)]
     rows, curve = [], {"plain": [], "DLG": []}
     for label, n_plain, n_dlg, skip, eta in budgets[:1] if quick else budgets:
         plain = sample(den, integrator="kar1", steps=n_plain, num=n, batch_size=64, seed=0)
