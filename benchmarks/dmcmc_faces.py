@@ -25,12 +25,16 @@ that fit, eta in {0.1, 0.4, 0.8} ([0,1]-data units: x4 for this [-1,1] model); c
 tuning run (seed 0, --tune-num samples) and scored on fresh samples (seed 1, --num samples).
 Budgets 10 and 20 (the head-to-head with the peers) run first.
 
-The committed results: plain rows, peers, costs and the tuned DLG rows of kar1/kar2 at 10 and 20 NFE ran
-on an H200 (scripts/gpu_session.sh); the other DLG rows ran on the CPU with fixed, untuned settings
-(`--device cpu --fixed 0.4:0.2 --budgets 20 --integrators ddim,em,rd,pf,rk45`, and `--budgets 50,35,5
---integrators kar2,kar1`, `--budgets 35 --integrators kar1`, `--budgets 10 --integrators ddim`), marked by
-their `selected_on`; the thresholded peers on the CPU (`--peers
---peer-names dpmsolver++2m-thresholding,unipc-thresholding --peer-steps 10,20`).
+The committed results (stage-3 faces model) ran on an H200 in one `scripts/gpu_session.sh` call: per
+integrator one process for the plain rows (`--budgets ""`) and one for DLG (`--skip-plain --etas 0.1,0.4
+--shares 0.2,0.4 --tune-num 300 --tune-chains 300 --chains 250 --budgets 5,10,20,35,50`), the peers, then
+`--merge`; `--costs` and `--walltime` ran before, with the GPU to themselves. The plain-rows process of
+rk45 also tuned and scored DLG rows with the defaults of that time (3 etas, 100 chains; kept, marked by
+their settings). On the CPU afterwards: the DLG scoring runs at 50 NFE for kar2, rd and em from the GPU's
+tuning rows (`--device cpu --integrators I --part I --skip-plain --budgets 50`, same tuning options, with
+the tuning table copied to the part), and plain rd/em/pf at 5 and 35 NFE (`--integrators rd,em,pf
+--budgets "" --plain-max-nfe 35`). Row "seconds" include the FD evaluation and come from shared machines:
+use dmcmc_faces_walltime.json for timing.
 
 Peers (--peers): diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M), UniPCMultistepScheduler and
 DDIMScheduler (clip_sample) on the model's own DDPM schedule, NFE = steps, the final sample clipped to
