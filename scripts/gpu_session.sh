@@ -10,10 +10,12 @@
 #    rendered by 12 worker processes): `ddmkit train ... --init-from src/ddmkit/models/weights/<m> --max-seconds S`.
 # 2. The new weights replace the shipped ones in this checkout, then in parallel:
 #    - benchmarks/default_model.py --num 2000 (faces and digits quality ceiling);
-#    - `ddmkit mixing-step` (the curve), the six boundaries at T_M (one process each), then benchmarks/editing.py;
+#    - `ddmkit mixing-step` (the curve), the six boundaries at T_M (one process each, --calibrate), then
+#      benchmarks/editing.py;
 #    - benchmarks/dmcmc_faces.py: per integrator one process for the plain rows and one for DLG; the peers.
 # Every stage has its own time limit; what finished is packed into $OUT at the end.
-# Knobs (seconds): TRAIN_FACES, TRAIN_DIGITS, END (the script's own end), DLG_DEADLINE.
+# Knobs: TRAIN_FACES, TRAIN_DIGITS, END (seconds; END is the script's own end), FACES_BATCH, FACES_LR,
+# FACES_SEED, TIMING, T_M, ETAS, SHARES, NUM_* (sample counts), DTYPE=1 (rerun dtype_quality).
 set -u
 START=$SECONDS
 OUT=${OUT:-/tmp/ddmkit-gpu-out}
@@ -103,7 +105,7 @@ timeout "$(left)" $DDMKIT mixing-step --model default --faces 200 --attribute sm
 (
   for a in smiling eyeglasses dark_hair round_face open_eyes warm_background; do
     timeout "$(left)" $DDMKIT boundary fit --model default --faces 200 --attribute "$a" --t-m "$T_M" --n-inv 40 --test 100 \
-      --seed 0 --overwrite --quiet --out "$W/boundaries/$a.safetensors" > runs/logs/boundary_$a.log 2>&1 &
+      --seed 0 --calibrate --overwrite --quiet --out "$W/boundaries/$a.safetensors" > runs/logs/boundary_$a.log 2>&1 &
   done
   wait
   timeout "$(left)" $PY benchmarks/editing.py --device "$DEVICE" --num "$NUM_EDIT" --gen-steps 10 --t-sweep 300,600 \
