@@ -70,13 +70,13 @@ ETAS = (0.1, 0.4, 0.8)
 SHARES = (0.2, 0.4, 0.6)
 
 
-def load(device: str):
+def load(device: str, classifier: str | None = None):
     sys.path.insert(0, str(ROOT.parent / "src"))
     from ddmkit.dmcmc.run import resolve_classifier
     from ddmkit.models.loading import load_model, model_identity
 
     den = load_model("default", device=device)
-    clf, path = resolve_classifier(None, "default", den, model_identity(den), device=device)
+    clf, path = resolve_classifier(classifier, "default", den, model_identity(den), device=device)
     return den, clf
 
 
@@ -266,6 +266,8 @@ def main(argv=None) -> None:
     ap.add_argument("--walltime", action="store_true",
                     help="only the wall-clock of DLG vs plain kar1 at 10 and 20 NFE (run it alone on the device)")
     ap.add_argument("--skip-plain", action="store_true", help="no plain rows (another process runs them)")
+    ap.add_argument("--classifier", default=None,
+                    help="another noise-level classifier (default: the shipped one); recorded in the DLG rows' settings")
     ap.add_argument("--merge", action="store_true", help="merge dmcmc_faces.*.json parts, then plot")
     ap.add_argument("--deadline", type=float, default=None, help="start no new run after this many seconds")
     ap.add_argument("--fixed", default="", metavar="ETA:SHARE",
@@ -276,7 +278,8 @@ def main(argv=None) -> None:
     if args.merge:
         merge()
         return
-    den, clf = load(args.device)
+    den, clf = load(args.device, args.classifier)
+    clf_setting = {"classifier": Path(args.classifier).name} if args.classifier else {}
     from ddmkit.dmcmc.tune import max_steps
     from ddmkit.io import atomic_write_json
 
@@ -338,7 +341,8 @@ def main(argv=None) -> None:
                 if steps is None:
                     continue
                 s = {"budget": budget, "n_skip": n_skip, "steps": steps, "eta": eta, "options": opts, "num": args.num,
-                     "seed": 1, "chains": args.chains, "selected_on": f"fixed, not tuned: eta {eta:g}, n_skip {share:g} x budget"}
+                     "seed": 1, "chains": args.chains, "selected_on": f"fixed, not tuned: eta {eta:g}, n_skip {share:g} x budget",
+                     **clf_setting}
                 if not table.has(integ, True, s) and not late():
                     r = run_dlg(den, clf, integ, steps, eta, n_skip, opts, args.num, 1, args.chains)
                     table.add({"method": integ, "dlg": True, **r, "settings": s})
@@ -362,7 +366,8 @@ def main(argv=None) -> None:
             for n_skip, steps, opts in splits:
                 for eta in etas:
                     s = {"budget": budget, "n_skip": n_skip, "steps": steps, "eta": eta, "options": opts,
-                         "num": args.tune_num, "seed": 0, "chains": args.tune_chains or min(args.chains, args.tune_num)}
+                         "num": args.tune_num, "seed": 0, "chains": args.tune_chains or min(args.chains, args.tune_num),
+                         **clf_setting}
                     row = tuning.has(integ, True, s)
                     if row is None and late():
                         continue
@@ -376,7 +381,8 @@ def main(argv=None) -> None:
                 continue
             bs = min(ok, key=lambda r: r["metrics"]["fd"])["settings"]
             s = {"budget": budget, "n_skip": bs["n_skip"], "steps": bs["steps"], "eta": bs["eta"], "options": bs["options"],
-                 "num": args.num, "seed": 1, "chains": args.chains, "selected_on": f"fd, seed 0, {args.tune_num} samples"}
+                 "num": args.num, "seed": 1, "chains": args.chains, "selected_on": f"fd, seed 0, {args.tune_num} samples",
+                 **clf_setting}
             if not table.has(integ, True, s) and not late():
                 r = run_dlg(den, clf, integ, bs["steps"], bs["eta"], bs["n_skip"], bs["options"], args.num, 1, args.chains)
                 table.add({"method": integ, "dlg": True, **r, "settings": s})

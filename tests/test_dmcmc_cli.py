@@ -219,3 +219,25 @@ def test_burn_in_on_a_unet_keeps_no_autograd_graph(tiny_vp):
     cfg = DLGConfig(integrator="kar1", steps=3, n_skip=1, burn_in=BurnIn(3, 0.5, ((2, 0.5),)))
     x, sigma, nfe = DLGSampler(den, clf, cfg, chains=2).burn_in([0, 1], [0, 0])
     assert not x.requires_grad and x.grad_fn is None and nfe == 3 + 2
+
+
+def test_noise_classifier_channels_option(tiny_vp, tmp_path, capsys):
+    """--channels sets the CNN widths; the file records them and loads back into the same network."""
+    from ddmkit.dmcmc.classifier import load_classifier
+
+    d = tiny_vp
+    out = tmp_path / "narrow"
+    assert main(["noise-classifier", "train", "--model", str(d / "model"), "--data", str(d / "images"), "--out",
+                 str(out), "--k", "20", "--steps", "2", "--batch-size", "8", "--channels", "4,8,8,16", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "narrow.json").read_text())
+    assert meta["architecture"]["channels"] == [4, 8, 8, 16] and meta["training"]["channels"] == [4, 8, 8, 16]
+    clf = load_classifier(out)
+    convs = [m for m in clf.net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 8, 8, 16]
+    wide = load_classifier(d / "clf")
+    assert sum(p.numel() for p in clf.net.parameters()) < sum(p.numel() for p in wide.net.parameters())
+    for bad, msg in (("4,8,8", "four positive widths"), ("4,x,8,8", "comma-separated integers")):
+        assert main(["noise-classifier", "train", "--model", str(d / "model"), "--data", str(d / "images"), "--out",
+                     str(tmp_path / "bad"), "--steps", "2", "--channels", bad, "--quiet"]) != 0
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists() and not (tmp_path / "bad.safetensors").exists()

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's)")
     t.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
     t.add_argument("--input-norm", choices=("rms", "raw+logrms", "none"), default="rms")
+    t.add_argument("--channels", default="32,64,128,256",
+                   help="widths of the four conv layers for images (default: 32,64,128,256, the paper's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200)
     t.add_argument("--max-minutes", type=float, default=0.0, help="stop after this much training time and write the file (0: no limit)")
@@ -59,6 +61,18 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    from ..errors import DdmkitError
+
+    try:
+        ch = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DdmkitError(f"--channels must be comma-separated integers, got {text!r}") from None
+    if len(ch) != 4 or min(ch) < 1:
+        raise DdmkitError(f"--channels needs four positive widths (one per conv layer), got {text!r}")
+    return ch
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ..dmcmc.classifier import ClassifierTrainConfig, data_for_model, model_facts, paths_for, train_noise_classifier
     from ..errors import DdmkitError
@@ -69,7 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
     data = data_for_model(facts, args.data, args.seed)
     cfg = ClassifierTrainConfig(k=args.k, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                 lr_schedule=args.lr_schedule, seed=args.seed, input_norm=args.input_norm,
-                                checkpoint_every=args.checkpoint_every, threads=args.threads, max_minutes=args.max_minutes)
+                                checkpoint_every=args.checkpoint_every, threads=args.threads, max_minutes=args.max_minutes,
+                                channels=_channels(args.channels))
     meta = {"model": args.model, "model_identity": facts.identity, "domain": data.domain or facts.domain,
             "sample_shape": list(facts.sample_shape), "data_range": list(facts.data_range) if facts.data_range else None}
     meta = train_noise_classifier(data, facts.sample_shape, facts.data_range, facts.sigma_min, facts.sigma_max,

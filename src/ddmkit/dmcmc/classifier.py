@@ -399,11 +399,14 @@ class ClassifierTrainConfig:
     checkpoint_every: int = 200
     threads: int = 0
     max_minutes: float = 0.0  # stop (and finish the file) after this much training time; 0: no limit
+    channels: tuple[int, ...] = CHANNELS  # CNN widths (images only); narrower = cheaper per DLG step
     notes: dict = field(default_factory=dict)
 
 
 def _comparable(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in ("steps", "checkpoint_every", "threads", "max_minutes", "notes")}
+    out = {k: v for k, v in cfg.items() if k not in ("steps", "checkpoint_every", "threads", "max_minutes", "notes")}
+    out["channels"] = list(out.get("channels") or CHANNELS)  # checkpoints from before the option: the default
+    return out
 
 
 def _noisy_batch(x0: torch.Tensor, grid: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -477,7 +480,7 @@ def train_noise_classifier(
     ckpt = wpath.with_name(wpath.name.replace(".safetensors", ".ckpt"))
     torch.manual_seed(cfg.seed)
     net = NoiseLevelNet(sample_shape, cfg.k, input_norm=cfg.input_norm, data_range=data_range,
-                        log_r_range=default_log_r_range(sigma_min, sigma_max, data_range))
+                        channels=cfg.channels, log_r_range=default_log_r_range(sigma_min, sigma_max, data_range))
     grid = ve_classifier_grid(sigma_min, sigma_max, cfg.k, TAU_MIN)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     cfg_json = asdict(cfg)
