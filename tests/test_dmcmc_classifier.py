@@ -173,3 +173,18 @@ def test_shipped_classifier_matches_the_shipped_model(domain, shape):
         check_compatible(clf, den, None)
     x = torch.randn(2, *shape) * 3.0
     assert clf.sigma(x).shape == (2,)
+
+
+def test_argmax_prediction_equals_the_argmax_of_the_logits():
+    """predict (argmax on the classifier's device, indices only) == argmax of the full logits; one call each."""
+    from ddmkit.dmcmc.run import shipped_classifier_path
+
+    clf = load_classifier(shipped_classifier_path("default"))
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32) * torch.logspace(-2, 2, 16).reshape(-1, 1, 1, 1)
+    before = clf.calls
+    idx = clf.predict(x)
+    assert idx.device.type == "cpu" and idx.dtype == torch.int64 and clf.calls == before + 1
+    assert torch.equal(idx, clf.logits(x).argmax(dim=1))
+    assert torch.equal(clf.sigma(x), clf.grid[idx])
+    assert len(set(idx.tolist())) > 8  # noise levels over four decades get different grid levels

@@ -196,9 +196,11 @@ class NoiseLevelClassifier:
     def predict(self, x: torch.Tensor, mode: str = "argmax", generator=None) -> torch.Tensor:
         """Grid index per sample: argmax of q(k|x), or a draw from it (`mode="sample"`, using the
         per-sample `generator`: inverse-CDF sampling with one normal draw turned uniform)."""
+        if mode == "argmax":  # on the classifier's device: only B indices come back, not (B, K) logits
+            self.calls += 1
+            dev = next(self.net.parameters()).device
+            return self.net(x.to(dev)).argmax(dim=1).cpu()
         logits = self.logits(x)
-        if mode == "argmax":
-            return logits.argmax(dim=1)
         if mode != "sample":
             raise DdmkitError(f"sigma_step must be 'argmax' or 'sample', got {mode!r}")
         from ..integrators import randn_like

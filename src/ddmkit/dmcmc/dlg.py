@@ -262,9 +262,9 @@ class DLGSampler:
         return self.classifier.sigma(x, self.config.sigma_step, gen).float()
 
     def diverged(self, x: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-        flat = x.detach().float().cpu().flatten(1)
-        finite = torch.isfinite(flat).all(dim=1)
-        rms = flat.nan_to_num(0.0, 0.0, 0.0).pow(2).mean(1).sqrt()
+        flat = x.detach().float().flatten(1)  # reduced where x lives: only 2 x B values come back
+        finite = torch.isfinite(flat).all(dim=1).cpu()
+        rms = flat.nan_to_num(0.0, 0.0, 0.0).pow(2).mean(1).sqrt().cpu()
         bad = ~finite | (rms > self.limit)
         why = ["non-finite state" if not f else f"state RMS {r:.3g} > limit {self.limit:.3g}" for f, r in zip(finite.tolist(), rms.tolist())]
         return bad, why
