@@ -15,9 +15,10 @@ like "1.5x"), per space:
     d_rec = RECOMMENDED_FACTOR (2) * 95th percentile of |<x_i, n>| over the training latents x_i.
 With dims >> samples the training set is separable and its projections sit on the SVM margins, so
 the percentile is the larger margin |-b/|w| +- 1/|w||: where the fit put the training examples of
-either class. The factor 2 is calibrated on the default faces model (t_m = 100, eta = 1, 48 held-out
-faces, attribute classifier): setting <z, n> and <h, n> to +-1x the percentile flipped smiling /
-eyeglasses in 71% / 38% of the faces, 2x in 98% / 94%, with the other five attributes kept in 100%.
+either class. The factor 2 was chosen on an earlier default faces model (t_m = 100, eta = 1, 48 held-out
+faces, attribute classifier: 1x the percentile flipped smiling / eyeglasses in 71% / 38% of the faces,
+2x in 98% / 94%). One factor does not fit every attribute; where a judge exists, `calibrate` sets the
+distance per attribute (`ddmkit boundary fit --calibrate`, used for the shipped boundaries).
 
 Files: one safetensors file per attribute holding `{space}.normal` (unit, float32, latent shape),
 `{space}.coef` (raw w, float64) and `{space}.intercept` for space in z, h, with all metadata as JSON
