@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fit-num", type=int, default=200, help="faces per boundary fit (half held out)")
+    ap.add_argument("--boundary-dir", default=None,
+                    help="take each attribute's boundary from DIR/<attribute>.safetensors instead of the shipped one")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "bench-editing"))
     ap.add_argument("--out", default=str(RESULTS / "editing.json"))
     ap.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, auto")
@@ -141,8 +143,12 @@ def main(argv=None) -> int:
     t_fit = 0.0
     for a in attrs:
         try:
-            boundaries[a] = resolve_boundary(a, den)
-            origin = "shipped"
+            if args.boundary_dir:
+                boundaries[a] = resolve_boundary(str(Path(args.boundary_dir) / f"{a}.safetensors"), den)
+                origin = "shipped"  # the same protocol as the shipped ones (scripts/fit_default_boundaries.sh)
+            else:
+                boundaries[a] = resolve_boundary(a, den)
+                origin = "shipped"
         except Exception:
             from ddmkit.editing import load_boundary, save_boundary
 

@@ -146,3 +146,23 @@ def test_missing_model_and_hub_id(tmp_path, capsys):
     code, _, err = run_cli(["sample", "--model", "google/ddpm-cifar10-32", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "never downloads" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_kar2_churn_window_flags(tmp_path, mixture_json, capsys):
+    """--s-tmin above every sigma switches the churn off: kar2 is then exactly kar1 (Alg. 2 -> Alg. 1);
+    a window over all sigmas changes the samples; the flags are refused for other integrators."""
+    base = ["sample", "--model", f"gmm:{mixture_json}", "--steps", "6", "--num", "8", "--quiet", "--out"]
+    runs = {"kar1": [], "kar2_off": ["--s-tmin", "1e9"], "kar2_all": ["--s-tmin", "0", "--s-tmax", "1e9"]}
+    x = {}
+    for name, extra in runs.items():
+        integ = "kar1" if name == "kar1" else "kar2"
+        code, _, err = run_cli(base + [tmp_path / name, "--integrator", integ] + extra, capsys)
+        assert code == 0, err
+        x[name] = np.load(tmp_path / name / "samples.npz")["x"]
+        if name != "kar1":
+            opts = json.loads((tmp_path / name / "manifest.json").read_text())["options"]
+            assert opts["s_tmin"] == float(extra[1])
+    np.testing.assert_array_equal(x["kar2_off"], x["kar1"])
+    assert np.abs(x["kar2_all"] - x["kar1"]).max() > 1e-3
+    code, _, err = run_cli(base + [tmp_path / "bad", "--integrator", "kar1", "--s-tmax", "5"], capsys)
+    assert code != 0 and "--s-tmax applies to kar2 only" in err

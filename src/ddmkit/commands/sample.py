@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ddim-eta", type=float, default=None, help="ddim: eta (0 deterministic, 1 DDPM-like)")
     p.add_argument("--s-churn", type=float, default=None, help="kar2: S_churn (default 80)")
     p.add_argument("--s-noise", type=float, default=None, help="kar2: S_noise (default 1.007)")
+    p.add_argument("--s-tmin", type=float, default=None,
+                   help="kar2: churn only where sigma >= S_tmin (model's sigma units; default 0.05 x data width)")
+    p.add_argument("--s-tmax", type=float, default=None,
+                   help="kar2: churn only where sigma <= S_tmax (default 1 x data width; e.g. --s-tmin 2 --s-tmax 400 "
+                        "churns at high noise only)")
     p.add_argument("--rtol", type=float, default=None, help="rk45: relative tolerance (default 1e-5)")
     p.add_argument("--atol", type=float, default=None, help="rk45: absolute tolerance (default 1e-5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,7 +111,8 @@ def resolve_eta_flags(args: argparse.Namespace) -> None:
 def integrator_options_from_args(args: argparse.Namespace) -> dict:
     opts = {}
     for flag, key, integrators in (("eta", "eta", ("ddim",)), ("s_churn", "s_churn", ("kar2",)),
-                                   ("s_noise", "s_noise", ("kar2",)), ("rtol", "rtol", ("rk45",)),
+                                   ("s_noise", "s_noise", ("kar2",)),
+                                   ("s_tmin", "s_tmin", ("kar2",)), ("s_tmax", "s_tmax", ("kar2",)), ("rtol", "rtol", ("rk45",)),
                                    ("atol", "atol", ("rk45",))):
         value = getattr(args, flag, None)
         if value is not None:
