@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-inv", type=int, default=40)
     ap.add_argument("--gen-steps", type=int, default=40)
     ap.add_argument("--prefix-steps", type=int, default=50)
+    ap.add_argument("--prefix-eta", type=float, default=1.0,
+                    help="DDIM eta of the generated samples' path down to t_m (ddmkit control's default 1; official 0)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fit-num", type=int, default=200, help="faces per boundary fit (half held out)")
@@ -105,6 +107,7 @@ def main(argv=None) -> int:
 
     from ddmkit import __version__
     from ddmkit.data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+    from ddmkit.editing.edit import prefix_noise_seeds
     from ddmkit.editing import (Distance, EditPlan, edit_latents, fit_boundaries, generate, invert,
                                 reconstruction_error, resolve_boundary, sample_to_tm)
     from ddmkit.editing.boundaries import invert_batched, model_fingerprint, read_boundary_file
@@ -208,18 +211,29 @@ def main(argv=None) -> int:
         log(f"inverted latents at t = {t}")
         return cache.arrays(f"inv_t{t}_n{args.num}", run)
 
+    def prefix_eta_of(source, t):
+        """The generated samples' prefix eta (a key of their rows); None where there is no prefix."""
+        return float(args.prefix_eta) if source == "generated" and t != top else None
+
+    def pe_tag(source, t):
+        pe = prefix_eta_of(source, t)
+        return f"_pe{pe:g}" if pe else ""
+
     def generated_latents(t):
         def run():
             x_T = PerSampleGenerator([sample_seed(args.seed, i) for i in range(args.num)]).randn((args.num, 3, 32, 32))
             zs, hs = [], []
             t0 = time.perf_counter()
             for i in range(0, args.num, B):
-                pre = sample_to_tm(den, x_T[i:i + B], t, args.prefix_steps, h_source=h_source)
+                gen = (PerSampleGenerator(prefix_noise_seeds(args.seed, range(i, min(i + B, args.num))))
+                       if args.prefix_eta > 0 else None)
+                pre = sample_to_tm(den, x_T[i:i + B], t, args.prefix_steps, h_source=h_source, eta=args.prefix_eta,
+                                   generator=gen)
                 zs.append(pre.z.cpu().numpy())
                 hs.append(pre.h.cpu().numpy())
             return {"z": np.concatenate(zs), "h": np.concatenate(hs), "seconds": np.array(time.perf_counter() - t0)}
         log(f"generated latents at t = {t}")
-        return cache.arrays(f"gen_t{t}_n{args.num}_p{args.prefix_steps}", run)
+        return cache.arrays(f"gen_t{t}_n{args.num}_p{args.prefix_steps}{pe_tag('generated', t)}", run)
 
     def reference(source, t, lat, eta=1.0):
         """The images edits are compared with: the real faces, or the unedited samples (same x_T, noise, eta)."""
@@ -229,7 +243,7 @@ def main(argv=None) -> int:
             x, secs, _ = batched_generate(lat["z"], lat["h"], t, eta=eta)
             return {"u8": to_u8(x)}
         log(f"unedited generated samples from t = {t}, eta = {eta:g}")
-        x = from_u8(cache.arrays(f"orig_t{t}_n{args.num}_g{args.gen_steps}_eta{eta:g}", run)["u8"])
+        x = from_u8(cache.arrays(f"orig_t{t}_n{args.num}_g{args.gen_steps}_eta{eta:g}{pe_tag(source, t)}", run)["u8"])
         f, p = clf.extract(x)
         return x, f, (p > 0.5).astype(np.int64)
 
@@ -262,7 +276,11 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- rows
     out_path = Path(args.out)
     prev = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    done = {tuple(r["key"]): r for r in prev.get("rows", []) if r.get("num") == args.num and len(r["key"]) == 7}
+    for r in prev.get("rows", []):  # rows from before --prefix-eta: the official eta = 0 prefix
+        if len(r["key"]) == 7:
+            r["prefix_eta"] = 0.0 if r["source"] == "generated" and r["t_m"] != top else None
+            r["key"] = r["key"] + [r["prefix_eta"]]
+    done = {tuple(r["key"]): r for r in prev.get("rows", []) if r.get("num") == args.num and len(r["key"]) == 8}
     rows: list[dict] = list(done.values())
     strips: dict[tuple, dict] = {}
 
@@ -287,7 +305,7 @@ def main(argv=None) -> int:
                         "torch": torch.__version__, "device": device,
                         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
             "settings": {"num": args.num, "attributes": attrs, "t_m": t_m, "h_source": h_source, "n_inv": args.n_inv,
-                         "gen_steps": args.gen_steps, "prefix_steps": args.prefix_steps, "eta_after_edit": 1.0,
+                         "gen_steps": args.gen_steps, "prefix_steps": args.prefix_steps, "prefix_eta": args.prefix_eta, "eta_after_edit": 1.0,
                          "move": "set", "distance_units": "multiples of each boundary's recommended distance per space",
                          "held_out_seed": EVAL_FACES_SEED, "fit_seed": FIT_FACES_SEED, "batch_size": B,
                          "classifier_agreement_with_true_labels_on_held_out": clf_agreement},
@@ -303,7 +321,8 @@ def main(argv=None) -> int:
                        "edits with pool boundaries at t = " + ", ".join(str(t) for t in sweep_ts)},
             "boundary_origin": origins,
             "rows": sorted(rows, key=lambda r: (r["attribute"], r["source"], METHODS.index(r["method"]), r["t_m"],
-                                                r["distance"], r["boundaries"], -r["eta"])),
+                                                r["distance"], r["boundaries"], -r["eta"],
+                                                -1 if r["prefix_eta"] is None else r["prefix_eta"])),
         }
         atomic_write_json(out_path, result)
 
@@ -311,7 +330,7 @@ def main(argv=None) -> int:
     costs: dict = prev.get("costs", {}) if prev.get("settings", {}).get("num") == args.num else {}
 
     def run_row(attr, source, method, t, dist, bset, lat, ref, bkind, eta=1.0):
-        key = (attr, source, method, int(t), float(dist), bkind, float(eta))
+        key = (attr, source, method, int(t), float(dist), bkind, float(eta), prefix_eta_of(source, t))
         j = ATTRIBUTES.index(attr)
         ref_x, ref_feat, ref_pred = ref
         space = {"z-only": "z", "h-only": "h"}.get(method, "both")
@@ -333,14 +352,14 @@ def main(argv=None) -> int:
             return {"u8": to_u8(out), "seconds": np.array(secs), "nfe": np.array(nfe)}
 
         dz = next(iter(b.spaces.values())).recommended_distance  # in the key: a refitted boundary is a new edit
-        name = f"edit_{attr}_{source}_{method}_t{t}_d{dist:g}_{bkind}_eta{eta:g}_n{args.num}_r{dz:.5g}"
+        name = f"edit_{attr}_{source}_{method}_t{t}_d{dist:g}_{bkind}_eta{eta:g}_n{args.num}_r{dz:.5g}{pe_tag(source, t)}"
         res = cache.arrays(name, compute)
         x = from_u8(res["u8"])
         strips[key] = x[:8]
         if key in done:
             return
         row = {"key": list(key), "attribute": attr, "source": source, "method": method, "t_m": int(t),
-               "distance": float(dist), "boundaries": bkind, "eta": float(eta),
+               "distance": float(dist), "boundaries": bkind, "eta": float(eta), "prefix_eta": prefix_eta_of(source, t),
                "distance_abs": {s: float(dist * b[s].recommended_distance) for s in b.spaces},
                "boundary_test_accuracy": {s: b[s].stats.get("test_accuracy") for s in b.spaces},
                "num": args.num, **score(x, ref_x, ref_feat, ref_pred, j, target),
@@ -455,10 +474,11 @@ def main(argv=None) -> int:
                 cols = [refs[source][0][:8]]
                 for method in METHODS:
                     t = top if method == "x_T" else t_m
-                    key = (attr, source, method, t, float(args.distance), "pool" if method == "x_T" else bkind_tm, 1.0)
+                    key = (attr, source, method, t, float(args.distance), "pool" if method == "x_T" else bkind_tm, 1.0,
+                           prefix_eta_of(source, t))
                     if key in strips:
                         cols.append(strips[key])
-                key = (attr, source, "mixing-step", t_m, float(args.distance), bkind_tm, 0.0)
+                key = (attr, source, "mixing-step", t_m, float(args.distance), bkind_tm, 0.0, prefix_eta_of(source, t_m))
                 if key in strips:
                     cols.append(strips[key])
                 strip(cols, out_path.parent / f"editing_{attr}_{source}.png")

@@ -175,6 +175,16 @@ def test_control_and_mixing_step(boundary, models, tmp_path, capsys):
                  "--prefix-steps", "3", "--steps", "3", "--out", str(out), "--quiet"]) == 0
     rec = json.loads((out / "control.json").read_text())
     assert rec["nfe_per_sample"] == {"prefix": 3, "original": 3, "per_edit": 3, "total_per_sample": 9}
+    assert rec["settings"]["prefix_eta"] == 1.0  # ddmkit's default: ancestral steps down to t_m
+    official = tmp_path / "control-eta0"
+    assert main(["control", "--model", str(models[0]), "--boundary", str(boundary), "--num", "2", "--distance", "1x",
+                 "--prefix-steps", "3", "--steps", "3", "--prefix-eta", "0", "--out", str(official), "--quiet"]) == 0
+    assert json.loads((official / "control.json").read_text())["settings"]["prefix_eta"] == 0.0
+    before = [s["projections_before"]["smiling"]["z"] for s in rec["samples"]]
+    before0 = [s["projections_before"]["smiling"]["z"] for s in json.loads((official / "control.json").read_text())["samples"]]
+    assert before != before0  # the prefix's noise changed z
+    _fails(capsys, ["control", "--model", str(models[0]), "--boundary", str(boundary), "--prefix-eta", "-1",
+                    "--out", str(tmp_path / "bad")], tmp_path / "bad", match="--prefix-eta must be >= 0")
     assert (out / "images" / "000001" / "original.png").is_file() and (out / "strips" / "000000.png").is_file()
     d = rec["edits"][0]["distances_used"]["smiling"]
     assert abs(rec["samples"][0]["projections_after"][0]["smiling"]["z"] - d["z"]) < 1e-3

@@ -174,3 +174,25 @@ def test_clipping_follows_the_model_and_matches_the_sigma_space_ddim(den):
     sig = den.sigmas[torch.tensor(seq[::-1])].float()
     ve, _ = ddim(den, x_T * (1 + sig[0] ** 2).sqrt(), sig)
     assert torch.allclose(pre.z, ve / (1 + sig[-1] ** 2).sqrt(), atol=2e-3)
+
+
+def test_stochastic_prefix_is_seeded_and_matches_the_ddim_step(den):
+    """sample_to_tm with eta > 0: the same per-sample seeds give the same z; eta = 0 is the deterministic
+    path; one step equals ddim_step with the generator's noise (spec 2, eta-DDIM)."""
+    from ddmkit.editing.ddim import EpsModel
+    from ddmkit.integrators import PerSampleGenerator
+
+    x_T = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    a = sample_to_tm(den, x_T, 600, 4, eta=1.0, generator=PerSampleGenerator([1, 2, 3]))
+    b = sample_to_tm(den, x_T, 600, 4, eta=1.0, generator=PerSampleGenerator([1, 2, 3]))
+    c = sample_to_tm(den, x_T, 600, 4, eta=1.0, generator=PerSampleGenerator([1, 2, 4]))
+    det = sample_to_tm(den, x_T, 600, 4)
+    assert torch.equal(a.z, b.z) and torch.equal(a.z[:2], c.z[:2]) and not torch.allclose(a.z[2], c.z[2])
+    assert torch.equal(sample_to_tm(den, x_T, 600, 4, eta=0.0).z, det.z) and not torch.allclose(a.z, det.z)
+    one = sample_to_tm(den, x_T, 998, 1, eta=1.0, generator=PerSampleGenerator([5, 6, 7]))
+    noise = PerSampleGenerator([5, 6, 7]).randn((3, 3, 16, 16))
+    with EpsModel(den) as m, torch.no_grad():
+        ref = ddim_step(x_T, m(x_T, 999), m.abar(999), m.abar(998), 1.0, noise, m.clip_range(None))
+    torch.testing.assert_close(one.z, ref)
+    with pytest.raises(DdmkitError, match="needs a generator"):
+        sample_to_tm(den, x_T, 600, 4, eta=1.0)

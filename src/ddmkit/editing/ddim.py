@@ -207,19 +207,29 @@ def sample_grid(t_m: int, num_timesteps: int, n_steps: int) -> list[int]:
 
 @torch.no_grad()
 def sample_to_tm(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50, *, h_source: HSource = "last",
-                 hspace_module: str = DEFAULT_MODULE, clip_x0: bool | None = None) -> Inversion:
-    """DDIM (eta = 0) from x_T at t = T-1 down to x_{t_m} in n_steps NFE (+1 for h_source "tm").
+                 hspace_module: str = DEFAULT_MODULE, clip_x0: bool | None = None, eta: float = 0.0,
+                 generator=None) -> Inversion:
+    """DDIM from x_T at t = T-1 down to x_{t_m} in n_steps NFE (+1 for h_source "tm").
 
-    h comes from the last call (at the grid point just above t_m), as in the official unconditional
-    control, or from (x_{t_m}, t_m). With t_m = T-1 nothing is integrated and h is read at (x_T, T-1)."""
+    eta = 0 (the official code) is deterministic; eta > 0 draws each step's noise from `generator`
+    (eta = 1: DDPM-like ancestral steps). h comes from the last call (at the grid point just above t_m),
+    as in the official unconditional control, or from (x_{t_m}, t_m). With t_m = T-1 nothing is
+    integrated and h is read at (x_T, T-1)."""
+    from ..integrators import randn_like
+
     _check_h_source(h_source)
+    if eta < 0:
+        raise DdmkitError(f"the prefix eta must be >= 0, got {eta}")
+    if eta > 0 and generator is None:
+        raise DdmkitError("a stochastic prefix (eta > 0) needs a generator")
     with EpsModel(denoiser, hspace_module) as m:
         seq = sample_grid(t_m, m.num_timesteps, n_steps)
         clip = m.clip_range(clip_x0)
         x = x_T.to(m.device, torch.float32)
         for t, t_next in zip(reversed(seq[1:]), reversed(seq[:-1])):
             eps = m(x, t)
-            x = ddim_step(x, eps, m.abar(t), m.abar(t_next), clip=clip)
+            noise = randn_like(x, generator) if eta > 0 else None
+            x = ddim_step(x, eps, m.abar(t), m.abar(t_next), eta, noise, clip)
         h, h_t = m.hs.h, seq[1] if len(seq) > 1 else t_m
         if h_source == "tm" or len(seq) == 1:
             m(x, t_m)
