@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--attributes", default="eyeglasses,dark_hair,smiling")
     ap.add_argument("--distances", default="0.6,0.8,1")
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--boundary-dir", default=None, help="boundaries DIR/<attribute>.safetensors instead of the shipped")
+    ap.add_argument("--out", default="editing_generated_probe.json", help="file name under results/")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -48,7 +50,10 @@ def main() -> None:
     den = load_model("default")
     clf = load_attribute_classifier("faces")
     attrs = args.attributes.split(",")
-    b0 = resolve_boundary(attrs[0], den)
+    def boundary(attr: str):
+        return resolve_boundary(str(Path(args.boundary_dir) / f"{attr}.safetensors") if args.boundary_dir else attr, den)
+
+    b0 = boundary(attrs[0])
     t_m, n, B = b0.t_m, args.num, args.batch_size
 
     def calls(x: torch.Tensor) -> np.ndarray:
@@ -94,7 +99,7 @@ def main() -> None:
     ref = calls(regen(z, 11))
     rows = []
     for attr in attrs:
-        b = resolve_boundary(attr, den)
+        b = boundary(attr)
         j = ATTRIBUTES.index(attr)
         target = 1 - ref[:, j]
         others = [k for k in range(len(ATTRIBUTES)) if k != j]
@@ -108,7 +113,7 @@ def main() -> None:
                          "preservation": float((got[:, others] == ref[:, others]).all(1).mean()),
                          "other_attribute_flip_rate": {ATTRIBUTES[k]: float((got[:, k] != ref[:, k]).mean()) for k in others}})
             print(rows[-1], flush=True)
-    write_json("editing_generated_probe.json", {
+    write_json(args.out, {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/editing_generated_probe.py " + " ".join(sys.argv[1:]),
         "machine": machine(), "settings": {**vars(args), "t_m": t_m, "regeneration_eta": 1.0},
         "ambiguity": ambiguity, "distance_rows": rows, "seconds": round(time.time() - t0, 1)})
