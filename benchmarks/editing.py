@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     origins = {}
     t_fit = 0.0
     for a in attrs:
+        if args.boundary_dir and not (Path(args.boundary_dir) / f"{a}.safetensors").is_file():
+            raise SystemExit(f"--boundary-dir {args.boundary_dir} has no {a}.safetensors")
         try:
             if args.boundary_dir:
                 boundaries[a] = resolve_boundary(str(Path(args.boundary_dir) / f"{a}.safetensors"), den)
