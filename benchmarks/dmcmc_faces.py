@@ -33,7 +33,9 @@ rk45 also tuned and scored DLG rows with the defaults of that time (3 etas, 100 
 their settings). On the CPU afterwards: the DLG scoring runs at 50 NFE for kar2, rd and em from the GPU's
 tuning rows (`--device cpu --integrators I --part I --skip-plain --budgets 50`, same tuning options, with
 the tuning table copied to the part), and plain rd/em/pf at 5 and 35 NFE (`--integrators rd,em,pf
---budgets "" --plain-max-nfe 35`). Row "seconds" include the FD evaluation and come from shared machines:
+--budgets "" --plain-max-nfe 35`); em at 5 NFE with the default shares 0.2,0.4,0.6 (`--device cpu --threads 2
+--integrators em --part em5 --skip-plain --budgets 5 --etas 0.1,0.4 --shares 0.2,0.4,0.6 --tune-num 300
+--tune-chains 300 --chains 250`, tuning table copied to the part; its row replaced the 0.2/0.4 one). Row "seconds" include the FD evaluation and come from shared machines:
 use dmcmc_faces_walltime.json for timing.
 
 Peers (--peers): diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M), UniPCMultistepScheduler and
