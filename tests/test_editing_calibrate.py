@@ -102,3 +102,14 @@ def test_fit_calibrate_needs_faces_and_writes_nothing_on_error(tmp_path, capsys)
                  "--test", "0", "--out", str(out)])
     assert code != 0 and "give --test > 0" in capsys.readouterr().err
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_reused_inversions_are_not_recorded_as_free(setup):
+    """Latents passed in were inverted elsewhere: their time is the caller's to give (null otherwise, not 0)."""
+    den, b, z, h, y = setup
+    x, _, info = labelled_faces(12, "smiling", resolution=16)
+    assert b.meta["invert_seconds"] is None
+    timed = fit_boundaries(den, x, y, attribute="smiling", t_m=60, n_inv=5, data=info, inversions=(z, h), invert_seconds=1.25)
+    assert timed.meta["invert_seconds"] == 1.25
+    fresh = fit_boundaries(den, x, y, attribute="smiling", t_m=60, n_inv=5, data=info)
+    assert fresh.meta["invert_seconds"] > 0

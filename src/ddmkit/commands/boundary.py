@@ -185,15 +185,18 @@ def run_fit(args: argparse.Namespace) -> int:
     multiples = _calibration_multiples(args) if args.calibrate else None
     x, y, info, name = load_labelled(args, denoiser)
     t0 = time.time()
-    inversions = None
+    inversions, invert_seconds = None, None
     if args.calibrate:  # the latents are needed twice: invert once
         from ..editing.boundaries import invert_batched
 
+        t_inv = time.perf_counter()
         inversions = invert_batched(denoiser, x, t_m, args.n_inv, h_source=args.h_source, batch_size=args.batch_size,
                                     hspace_module=args.hspace_module, progress=not args.quiet)
+        invert_seconds = time.perf_counter() - t_inv
     b = fit_boundaries(denoiser, x, y, attribute=name, t_m=t_m, n_inv=args.n_inv, h_source=args.h_source,
                        n_test=n_test, C=args.C, seed=args.seed, batch_size=args.batch_size,
-                       hspace_module=args.hspace_module, data=info, inversions=inversions, progress=not args.quiet)
+                       hspace_module=args.hspace_module, data=info, inversions=inversions,
+                       invert_seconds=invert_seconds, progress=not args.quiet)
     if args.calibrate:
         b = _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples)
     b.meta["model_spec"] = args.model

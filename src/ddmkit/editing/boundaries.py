@@ -257,11 +257,12 @@ def fit_boundaries(denoiser, images: torch.Tensor | np.ndarray, labels: Sequence
                    t_m: int = 500, n_inv: int = 40, h_source: str = "last", n_test: int | float = 0.5,
                    C: float = 1.0, seed: int = 0, batch_size: int = 50, hspace_module: str = DEFAULT_MODULE,
                    data: dict | None = None, inversions: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   progress: bool = False) -> AttributeBoundary:
+                   invert_seconds: float | None = None, progress: bool = False) -> AttributeBoundary:
     """Invert labelled images to t_m and fit one SVM on z and one on h (spec section 4).
 
     `n_test` images (a count, or a fraction < 1) are held out, stratified, for the test accuracy.
-    `inversions` = (z, h) skips the inversion (latents already computed with the same settings)."""
+    `inversions` = (z, h) skips the inversion (latents already computed with the same settings); the
+    caller may pass the time it took as `invert_seconds` (recorded as null otherwise)."""
     from .. import __version__
 
     y = normalise_labels(labels)
@@ -270,9 +271,9 @@ def fit_boundaries(denoiser, images: torch.Tensor | np.ndarray, labels: Sequence
     if inversions is None:
         z, h = invert_batched(denoiser, images, t_m, n_inv, h_source=h_source, batch_size=batch_size,
                               hspace_module=hspace_module, progress=progress)
+        invert_seconds = time.perf_counter() - t0
     else:
         z, h = inversions
-    invert_seconds = time.perf_counter() - t0
     train_idx, test_idx = split_train_test(y, n_test, seed)
     spaces = {}
     for space, feats in (("z", z), ("h", h)):
@@ -292,7 +293,7 @@ def fit_boundaries(denoiser, images: torch.Tensor | np.ndarray, labels: Sequence
         "n_images": int(len(y)),
         "n_positive": int(y.sum()),
         "split_seed": int(seed),
-        "invert_seconds": round(invert_seconds, 3),
+        "invert_seconds": None if invert_seconds is None else round(invert_seconds, 3),
         "data": data or {},
         "ddmkit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
