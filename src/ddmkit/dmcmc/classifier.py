@@ -186,20 +186,21 @@ class NoiseLevelClassifier:
         self.net.to(device)
         return self
 
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits on the classifier's device (one counted call)."""
+        self.calls += 1
+        return self.net(x.to(next(self.net.parameters()).device))
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        dev = next(self.net.parameters()).device
-        return self.net(x.to(dev)).float().cpu()
+        return self._forward(x).float().cpu()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, mode: str = "argmax", generator=None) -> torch.Tensor:
         """Grid index per sample: argmax of q(k|x), or a draw from it (`mode="sample"`, using the
         per-sample `generator`: inverse-CDF sampling with one normal draw turned uniform)."""
         if mode == "argmax":  # on the classifier's device: only B indices come back, not (B, K) logits
-            self.calls += 1
-            dev = next(self.net.parameters()).device
-            return self.net(x.to(dev)).argmax(dim=1).cpu()
+            return self._forward(x).argmax(dim=1).cpu()
         logits = self.logits(x)
         if mode != "sample":
             raise DdmkitError(f"sigma_step must be 'argmax' or 'sample', got {mode!r}")
