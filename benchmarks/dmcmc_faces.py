@@ -49,6 +49,7 @@ same batch (the classifier's cost per DLG step relative to one NFE).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -170,13 +171,33 @@ def run_peer(den, name, steps, num, seed, batch):
             "settings_extra": {"scheduler": type(sched).__name__, "timestep_spacing": sched.config.timestep_spacing}}
 
 
-def measure_costs(den, clf, device: str, batch: int) -> dict:
-    """Seconds per call of the UNet and of the noise-level classifier at the same batch (median of 20)."""
+CLASSIFIER_VARIANTS = (("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True))
+
+
+def noisy_faces(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n held-out faces (the classifier's own held-out seed range is not needed: any fresh faces) noised at
+    log-uniform sigma over [0.02, 150]: inputs to compare classifier variants on."""
+    import math
+
+    from ddmkit.data.faces import sample_faces, to_tensor_range
+
+    x0 = torch.from_numpy(to_tensor_range(sample_faces(n, seed=70_000_000 + seed)[0]))
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.exp(torch.empty(n).uniform_(math.log(0.02), math.log(150.0), generator=g))
+    return x0 + sigma[:, None, None, None] * torch.randn(x0.shape, generator=g), sigma
+
+
+def measure_costs(den, clf, device: str, batch: int, variants=(("fp32", False),)) -> list[dict]:
+    """Seconds per call of the UNet and of the noise-level classifier at the same batch (median of 20), for
+    each classifier variant (dtype, torch.compile); with each variant's predicted levels on noisy faces
+    against the fp32 classifier's and against the truth (mean |delta log sigma|)."""
     from ddmkit.denoisers import unwrap
 
     inner = unwrap(den)
     x = torch.randn((batch,) + tuple(inner.sample_shape), device=inner.device)
     sigma = torch.full((batch,), 1.0, device=inner.device)
+    xq, sq = noisy_faces(batch)
+    xq = xq.to(inner.device)
 
     reps, warm = (25, 5) if device.startswith("cuda") else (6, 1)
 
@@ -195,9 +216,49 @@ def measure_costs(den, clf, device: str, batch: int) -> dict:
         return float(np.median(times))
 
     unet = timed(lambda: den(x, sigma))
-    cls = timed(lambda: clf.predict(x))
-    return {"device": device, "batch": batch, "unet_seconds_per_call": unet, "classifier_seconds_per_call": cls,
-            "classifier_over_nfe": cls / unet, "target": 0.05}
+    rows, ref = [], None
+    for dtype, compiled in variants:
+        c = copy.copy(clf)  # shares the weights; own dtype and compiled function
+        c.set_precision(dtype)
+        if compiled:
+            c.compile()
+            c.predict(x)  # compile outside the timing
+        cls = timed(lambda: c.predict(x))
+        pred = c.sigma(xq).double()
+        ref = pred if ref is None else ref
+        rows.append({"device": device, "batch": batch, "classifier_dtype": dtype, "classifier_compiled": compiled,
+                     "unet_seconds_per_call": unet, "classifier_seconds_per_call": cls,
+                     "classifier_over_nfe": cls / unet, "target": 0.05,
+                     "mean_abs_dlog_sigma_vs_truth": float((pred.log() - sq.double().log()).abs().mean()),
+                     "mean_abs_dlog_sigma_vs_fp32_eager": float((pred.log() - ref.log()).abs().mean())})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def merge_costs(path: Path, new: list[dict], device: str) -> dict:
+    """Add this run's cost rows (tagged with the machine) to the file's, replacing rows of the same
+    machine, batch and classifier variant. Rows from before the variants were fp32, eager; the first
+    GPU rows came from an H200 and the CPU row from that machine's CPU."""
+    sys.path.insert(0, str(ROOT.parent))
+    from benchmarks.common import machine
+
+    info = machine()
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else None
+    for r in new:
+        r["device_name"] = gpu if r["device"].startswith("cuda") else f"cpu ({info['cpus']} cores)"
+        r["command"] = "benchmarks/dmcmc_faces.py " + " ".join(sys.argv[1:])
+        r["date"] = info["date"]
+    old = json.loads(path.read_text()).get("costs", []) if path.is_file() else []
+    for r in old:
+        r.setdefault("classifier_dtype", "fp32")
+        r.setdefault("classifier_compiled", False)
+        r.setdefault("device_name", "NVIDIA H200" if r["device"].startswith("cuda") else "cpu (the H200 machine, 16 cores)")
+
+    def key(r):
+        return (r["device_name"], r["batch"], r["classifier_dtype"], r["classifier_compiled"])
+
+    keys = {key(r) for r in new}
+    return {"costs": [r for r in old if key(r) not in keys] + new}
 
 
 WALLTIME_SETTINGS = (  # (budget, plain kar1 steps, DLG n_skip, DLG kar1 steps): NFE 10 and 20 either way
@@ -287,10 +348,12 @@ def main(argv=None) -> None:
 
     if args.costs:
         batches = (100, 250, 1000) if args.device.startswith("cuda") else (64,)
-        out = {"costs": [measure_costs(den, clf, args.device, b) for b in batches]}
+        variants = CLASSIFIER_VARIANTS if args.device.startswith("cuda") else CLASSIFIER_VARIANTS[:2]
+        new = [r for b in batches for r in measure_costs(den, clf, args.device, b, variants)]
         if args.device != "cpu":
             den_cpu, clf_cpu = load("cpu")
-            out["costs"].append(measure_costs(den_cpu, clf_cpu, "cpu", 64))
+            new += measure_costs(den_cpu, clf_cpu, "cpu", 64, CLASSIFIER_VARIANTS[:2])
+        out = merge_costs(RESULTS / f"dmcmc_faces_costs{suffix}.json", new, args.device)
         atomic_write_json(RESULTS / f"dmcmc_faces_costs{suffix}.json", out)
         print(json.dumps(out, indent=1))
         return

@@ -8,6 +8,7 @@ import torch
 
 from ddmkit.dmcmc.classifier import (
     ClassifierTrainConfig,
+    NoiseLevelClassifier,
     NoiseLevelNet,
     check_compatible,
     evaluate_classifier,
@@ -188,3 +189,45 @@ def test_argmax_prediction_equals_the_argmax_of_the_logits():
     assert torch.equal(idx, clf.logits(x).argmax(dim=1))
     assert torch.equal(clf.sigma(x), clf.grid[idx])
     assert len(set(idx.tolist())) > 8  # noise levels over four decades get different grid levels
+
+
+def _noisy_faces(n: int = 64, seed: int = 0):
+    from ddmkit.data.faces import sample_faces, to_tensor_range
+
+    x0 = torch.from_numpy(to_tensor_range(sample_faces(n, seed=3)[0]))
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.exp(torch.empty(n).uniform_(math.log(0.02), math.log(150.0), generator=g))
+    return x0 + sigma[:, None, None, None] * torch.randn(x0.shape, generator=g), sigma
+
+
+def test_bf16_classifier_predicts_the_same_levels():
+    """bf16 autocast (the GPU speed lever) keeps the shipped classifier's predictions: logits stay float32,
+    the error against the true level moves by < 0.01 in log sigma, and bf16 and fp32 predictions differ by
+    < 3 grid spacings (0.0097 in log sigma each) on average. fp16 is refused on CPU."""
+    from ddmkit.dmcmc.run import shipped_classifier_path
+
+    clf = load_classifier(shipped_classifier_path("default"))
+    x, sigma = _noisy_faces()
+    s32 = clf.sigma(x)
+    assert clf.set_precision("bf16") is clf and clf.dtype == "bf16"
+    assert clf.logits(x).dtype == torch.float32
+    s16 = clf.sigma(x)
+    err32, err16 = ((s.log() - sigma.log()).abs().mean().item() for s in (s32, s16))
+    assert err32 < 0.15 and abs(err16 - err32) < 0.01
+    assert (s16.log() - s32.log()).abs().mean().item() < 3 * 0.0097
+    with pytest.raises(DdmkitError, match="CUDA"):
+        clf.set_precision("fp16")
+    with pytest.raises(DdmkitError, match="dtype"):
+        clf.set_precision("int8")
+    assert torch.equal(clf.set_precision("fp32").sigma(x), s32)
+
+
+def test_compiled_classifier_equals_the_eager_one():
+    """torch.compile changes the kernels, not the function: the same levels (float rounding may move a tie)."""
+    clf = NoiseLevelClassifier(NoiseLevelNet((16,), 64), 0.01, 50.0)
+    torch.manual_seed(1)
+    x = torch.randn(32, 16) * torch.logspace(-2, 1.5, 32)[:, None]
+    eager = clf.predict(x)
+    assert clf.compile() is clf and clf.compiled
+    compiled = clf.predict(x)
+    assert (compiled == eager).float().mean().item() >= 0.95 and (compiled - eager).abs().max().item() <= 1

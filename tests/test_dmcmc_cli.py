@@ -133,6 +133,25 @@ def test_bad_input_exits_2_and_writes_nothing(gmm, tmp_path, capsys):
         assert not (tmp_path / o).exists()
 
 
+def test_classifier_precision_and_compile_options(gmm, tmp_path, capsys):
+    """--classifier-dtype bf16 --classifier-compile runs the same DLG (the manifest records the dtype);
+    fp16 on CPU, or the flags without --dmcmc, exit 2 and write nothing."""
+    assert _sample(gmm, tmp_path / "ref") == 0
+    assert _sample(gmm, tmp_path / "bf16", "--classifier-dtype", "bf16", "--classifier-compile") == 0
+    m = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert m["dmcmc"]["noise_classifier_dtype"] == "bf16"
+    assert json.loads((tmp_path / "ref" / "manifest.json").read_text())["dmcmc"]["noise_classifier_dtype"] == "fp32"
+    with np.load(tmp_path / "ref" / "samples.npz") as a, np.load(tmp_path / "bf16" / "samples.npz") as b:
+        # a bf16 classifier may pick a neighbouring grid level now and then; the chains' levels stay close
+        ratio = np.abs(np.log(b["sigma_star"]) - np.log(a["sigma_star"]))
+        assert np.median(ratio) < 0.05 and np.isfinite(b["x"]).all()
+    assert _sample(gmm, tmp_path / "fp16", "--classifier-dtype", "fp16") == 2
+    assert "CUDA" in capsys.readouterr().err and not (tmp_path / "fp16").exists()
+    assert main(["sample", "--model", f"gmm:{gmm / 'mix.json'}", "--classifier-compile", "--num", "4",
+                 "--out", str(tmp_path / "plain")]) == 2
+    assert "--dmcmc" in capsys.readouterr().err and not (tmp_path / "plain").exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_vp(tmp_path_factory):
     """A random-weight diffusers UNet2DModel (DDPM scheduler) saved as a folder, and a few face PNGs."""

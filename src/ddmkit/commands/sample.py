@@ -80,6 +80,11 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--noise-classifier", metavar="PATH", default=None,
                    help="PATH(.safetensors/.json) from `ddmkit noise-classifier train` (default: the one shipped "
                    "for default/digits)")
+    g.add_argument("--classifier-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="the noise-level classifier's precision: fp32, or bf16 (CPU/CUDA) / fp16 (CUDA) autocast "
+                   "(default: fp32)")
+    g.add_argument("--classifier-compile", action="store_true",
+                   help="torch.compile the noise-level classifier (CUDA graphs on a GPU; compiles on the first batch)")
     g.add_argument("--sigma-step", choices=("argmax", "sample"), default="argmax",
                    help="sigma <- grid[argmax q(k|x)] (the paper's) or a draw from q")
     g.add_argument("--select", choices=("min_sigma", "last"), default="min_sigma",
@@ -127,6 +132,7 @@ def check_dmcmc_arguments(args: argparse.Namespace) -> None:
     if getattr(args, "dmcmc", False):
         return
     defaults = {"dlg_eta": 0.8, "n_skip": 10, "chains": 0, "noise_classifier": None, "sigma_step": "argmax",
+                "classifier_dtype": "fp32", "classifier_compile": False,
                 "select": "min_sigma", "burn_in": "auto", "tweedie_sigma": None}
     given = [k for k, v in defaults.items() if getattr(args, k, v) != v]
     if given:

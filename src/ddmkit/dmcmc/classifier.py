@@ -56,6 +56,7 @@ from ..schedules import ve_classifier_grid
 FORMAT = "ddmkit-noise-classifier/1"
 TAU_MIN = 1e-3
 CHANNELS = (32, 64, 128, 256)
+CLASSIFIER_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MLP_HIDDEN = 256
 RBF = 32
 INPUT_NORMS = ("rms", "raw+logrms", "none")
@@ -177,6 +178,9 @@ class NoiseLevelClassifier:
         self.grid = ve_classifier_grid(self.sigma_min, self.sigma_max, net.k, TAU_MIN)  # (K,) descending
         self.meta = dict(meta or {})
         self.calls = 0
+        self.dtype = "fp32"
+        self.compiled = False
+        self._fn: Callable[[torch.Tensor], torch.Tensor] = self.net
 
     @property
     def k(self) -> int:
@@ -186,10 +190,42 @@ class NoiseLevelClassifier:
         self.net.to(device)
         return self
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def set_precision(self, dtype: str = "fp32") -> "NoiseLevelClassifier":
+        """Run the network's convolutions and linear layers under autocast in `dtype` ("bf16" on CPU or
+        CUDA, "fp16" on CUDA; "fp32" turns it off). Weights stay float32, and the input normalisation
+        (RMS, log RMS, the bumps) runs in float32 (autocast leaves reductions and pointwise ops alone);
+        the logits come back as float32. A speed lever for the per-step cost on GPUs (DMCMC spec
+        section 3): its cost and its effect on the predicted levels are measured by `benchmarks/dmcmc_faces.py --costs`."""
+        if dtype not in CLASSIFIER_PRECISIONS:
+            raise DdmkitError(f"the classifier dtype must be one of {', '.join(CLASSIFIER_PRECISIONS)}, got {dtype!r}")
+        if dtype == "fp16" and self.device.type != "cuda":
+            raise DdmkitError(f"classifier dtype fp16 needs a CUDA device (the classifier is on {self.device}); "
+                              "use bf16 or fp32 on CPU")
+        self.dtype = dtype
+        return self
+
+    def compile(self) -> "NoiseLevelClassifier":
+        """torch.compile the network (on CUDA with mode "reduce-overhead": CUDA graphs, so one call is one
+        graph launch instead of ~20 kernel launches). The first call of each batch shape compiles (seconds
+        to a minute); results equal the eager network's up to float rounding."""
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._fn = torch.compile(self.net, mode=mode, dynamic=False)
+        self.compiled = True
+        return self
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, K) logits on the classifier's device (one counted call)."""
+        """(B, K) float32 logits on the classifier's device (one counted call)."""
         self.calls += 1
-        return self.net(x.to(next(self.net.parameters()).device))
+        dev = self.device
+        x = x.to(dev)
+        if self.dtype == "fp32":
+            return self._fn(x)
+        with torch.autocast(dev.type, dtype=CLASSIFIER_PRECISIONS[self.dtype]):
+            return self._fn(x).float()
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -124,8 +124,12 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
         raise DdmkitError(f"{chains} DLG chains cannot be split over {W} workers; give --chains >= {W}")
     identity = base_settings.get("model_identity") or model_identity(denoiser)
     clf, clf_path = resolve_classifier(args.noise_classifier, args.model, denoiser, identity, device=device)
+    clf.set_precision(getattr(args, "classifier_dtype", "fp32"))
+    if getattr(args, "classifier_compile", False):
+        clf.compile()
     settings = {**base_settings, "dmcmc": {**config.to_json(denoiser), "chains": chains,
-                                           "noise_classifier": clf_path, "noise_classifier_sha256": file_sha256(clf_path)}}
+                                           "noise_classifier": clf_path, "noise_classifier_sha256": file_sha256(clf_path),
+                                           "noise_classifier_dtype": clf.dtype}}
     store = PartStore(out, settings)
     check_layout(store.dir, W)
     c_lo, c_hi = block(chains, rank, W)
