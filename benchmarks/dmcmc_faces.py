@@ -284,6 +284,10 @@ def measure_walltime(den, clf, device: str, chains: int, num: int = 1000) -> dic
         return time.perf_counter() - t, out
 
     sample(den, integrator="kar1", steps=6, num=chains, seed=9, batch_size=chains)  # warm-up (kernels, allocator)
+    from ddmkit.denoisers import unwrap
+
+    with torch.no_grad():  # a compiled classifier compiles here, at the chains' batch, not inside a timing
+        clf.predict(torch.randn((chains,) + tuple(unwrap(den).sample_shape), device=unwrap(den).device))
     rows = []
     for budget, plain_steps, n_skip, steps in WALLTIME_SETTINGS:
         t_plain, res = timed(lambda: sample(den, integrator="kar1", steps=plain_steps, num=num, seed=1, batch_size=chains))
@@ -303,7 +307,7 @@ def measure_walltime(den, clf, device: str, chains: int, num: int = 1000) -> dic
                      "dlg_over_plain_with_burn_in": round(t_all / t_plain, 3)})
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     return {"device": device, "device_name": name, "what": "wall-clock seconds of sampling only, one process alone",
-            "rows": rows}
+            "classifier_dtype": clf.dtype, "classifier_compiled": clf.compiled, "rows": rows}
 
 
 def main(argv=None) -> None:
@@ -331,6 +335,9 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-plain", action="store_true", help="no plain rows (another process runs them)")
     ap.add_argument("--classifier", default=None,
                     help="another noise-level classifier (default: the shipped one); recorded in the DLG rows' settings")
+    ap.add_argument("--classifier-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="the DLG rows' and --walltime's classifier precision (recorded in the rows' settings)")
+    ap.add_argument("--classifier-compile", action="store_true", help="torch.compile the classifier (DLG rows, --walltime)")
     ap.add_argument("--merge", action="store_true", help="merge dmcmc_faces.*.json parts, then plot")
     ap.add_argument("--deadline", type=float, default=None, help="start no new run after this many seconds")
     ap.add_argument("--fixed", default="", metavar="ETA:SHARE",
@@ -343,6 +350,12 @@ def main(argv=None) -> None:
         return
     den, clf = load(args.device, args.classifier)
     clf_setting = {"classifier": Path(args.classifier).name} if args.classifier else {}
+    if not args.costs:  # --costs measures every variant itself
+        clf.set_precision(args.classifier_dtype)
+        if args.classifier_compile:
+            clf.compile()
+        if args.classifier_dtype != "fp32" or args.classifier_compile:
+            clf_setting.update(classifier_dtype=args.classifier_dtype, classifier_compiled=args.classifier_compile)
     from ddmkit.dmcmc.tune import max_steps
     from ddmkit.io import atomic_write_json
 
