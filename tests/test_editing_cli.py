@@ -185,6 +185,18 @@ def test_control_and_mixing_step(boundary, models, tmp_path, capsys):
     assert before != before0  # the prefix's noise changed z
     _fails(capsys, ["control", "--model", str(models[0]), "--boundary", str(boundary), "--prefix-eta", "-1",
                     "--out", str(tmp_path / "bad")], tmp_path / "bad", match="--prefix-eta must be >= 0")
+    karras = tmp_path / "control-kar2"
+    assert main(["control", "--model", str(models[0]), "--boundary", str(boundary), "--num", "2", "--distance", "1x",
+                 "--prefix-integrator", "kar2", "--prefix-steps", "4", "--prefix-s-tmin", "1", "--steps", "3",
+                 "--out", str(karras), "--quiet"]) == 0
+    rk = json.loads((karras / "control.json").read_text())
+    assert rk["nfe_per_sample"] == {"prefix": 5, "original": 3, "per_edit": 3, "total_per_sample": 11}
+    assert rk["settings"]["prefix_integrator"] == "kar2" and rk["settings"]["prefix_options"]["s_tmin"] == 1.0
+    assert "prefix_eta" not in rk["settings"] and rk["settings"]["prefix_h_source"] == "tm"
+    _fails(capsys, ["control", "--model", str(models[0]), "--boundary", str(boundary), "--prefix-integrator", "kar1",
+                    "--prefix-eta", "0", "--out", str(tmp_path / "bad")], tmp_path / "bad", match="DDIM prefix only")
+    _fails(capsys, ["control", "--model", str(models[0]), "--boundary", str(boundary), "--prefix-s-tmax", "5",
+                    "--out", str(tmp_path / "bad")], tmp_path / "bad", match="kar2 only")
     assert (out / "images" / "000001" / "original.png").is_file() and (out / "strips" / "000000.png").is_file()
     d = rec["edits"][0]["distances_used"]["smiling"]
     assert abs(rec["samples"][0]["projections_after"][0]["smiling"]["z"] - d["z"]) < 1e-3

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "control",
         help="generate samples and edit them along semantic boundaries at the mixing step",
         description="Unconditional BoundaryDiffusion control: draw x_T ~ N(0, I) (per-sample seeds), run DDIM "
-        "(--prefix-eta, default 1; the official code uses 0) from T-1 down to the boundary's t_m in --prefix-steps "
+        "(--prefix-eta, default 1; the official code uses 0; or --prefix-integrator kar1/kar2) from T-1 down to the boundary's t_m in --prefix-steps "
         "NFE (default 50; the official code "
         "walks the 999-point grid, about T - t_m = 498 NFE for t_m = 500: pass --prefix-steps 498 for that), "
         "take h from the last call (or at t_m, as the boundary says), move z and h as in `ddmkit edit`, and "
@@ -35,10 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num", type=int, default=8, help="number of samples (default: 8)")
     p.add_argument("--prefix-steps", type=int, default=50,
                    help="DDIM steps from T-1 down to t_m (default: 50; the official code uses ~T - t_m)")
-    p.add_argument("--prefix-eta", type=float, default=1.0,
+    p.add_argument("--prefix-eta", type=float, default=None,
                    help="DDIM eta of the steps down to t_m: 1 (default) DDPM-like ancestral steps, seeded per sample; "
                         "0 the official code's deterministic path. On the default model eta = 1 gives better samples "
                         "and edits that change fewer other attributes (benchmarks/results/editing.json)")
+    p.add_argument("--prefix-integrator", choices=("ddim", "kar1", "kar2"), default="ddim",
+                   help="the sampler from x_T down to t_m: DDIM (default, the paper's), or Karras' Heun sampler "
+                        "(kar1) / with churn (kar2) in sigma space with about --prefix-steps NFE, h then read at t_m "
+                        "with one more NFE (benchmarks/results/editing_generated_variants.json)")
+    p.add_argument("--prefix-s-tmin", type=float, default=None,
+                   help="kar2 prefix: churn only at sigma >= this (default: as `ddmkit sample`)")
+    p.add_argument("--prefix-s-tmax", type=float, default=None,
+                   help="kar2 prefix: churn only at sigma <= this (default: as `ddmkit sample`)")
     p.set_defaults(func=run)
 
 
@@ -56,10 +64,17 @@ def run(args: argparse.Namespace) -> int:
     out = check_common(args)
     if args.num < 1:
         raise DdmkitError(f"--num must be >= 1, got {args.num}")
+    if args.prefix_integrator != "ddim" and args.prefix_eta is not None:
+        raise DdmkitError(f"--prefix-eta applies to the DDIM prefix only, not --prefix-integrator {args.prefix_integrator}")
+    if args.prefix_integrator != "kar2" and (args.prefix_s_tmin is not None or args.prefix_s_tmax is not None):
+        raise DdmkitError("--prefix-s-tmin/--prefix-s-tmax apply to --prefix-integrator kar2 only")
+    args.prefix_eta = 1.0 if args.prefix_eta is None else args.prefix_eta
     if not args.prefix_eta >= 0:
         raise DdmkitError(f"--prefix-eta must be >= 0, got {args.prefix_eta}")
-    if args.prefix_steps < 1:
-        raise DdmkitError(f"--prefix-steps must be >= 1, got {args.prefix_steps}")
+    if args.prefix_steps < (1 if args.prefix_integrator == "ddim" else 2):
+        raise DdmkitError(f"--prefix-steps must be >= {1 if args.prefix_integrator == 'ddim' else 2} for the "
+                          f"{args.prefix_integrator} prefix, got {args.prefix_steps}")
+    prefix_options = {k: v for k, v in (("s_tmin", args.prefix_s_tmin), ("s_tmax", args.prefix_s_tmax)) if v is not None}
     denoiser = load_model(args.model, device=resolve_device(args.device))
     shape = tuple(unwrap(denoiser).sample_shape)
     if len(shape) != 3:
@@ -67,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     plans = build_plans(args, denoiser)
     t0 = time.time()
     res = control(denoiser, plans, num=args.num, seed=args.seed, prefix_steps=args.prefix_steps, n_steps=args.steps,
-                  prefix_eta=args.prefix_eta,
+                  prefix_eta=args.prefix_eta, prefix_integrator=args.prefix_integrator, prefix_options=prefix_options,
                   eta=args.eta, h_injection=args.h_injection, same_noise=not args.different_noise,
                   batch_size=args.batch_size, clip_x0=False if args.no_clip else None, progress=not args.quiet)
     lo, hi = getattr(unwrap(denoiser), "data_range", None) or (-1.0, 1.0)

@@ -22,6 +22,7 @@ samplers. NFE is counted per batched network call by `EpsModel`, never by formul
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -235,6 +236,50 @@ def sample_to_tm(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50, *, h_
             m(x, t_m)
             h, h_t = m.hs.h, t_m
         return Inversion(z=x, h=h, t_m=int(t_m), n_steps=len(seq) - 1, h_source=h_source, nfe=m.nfe, seq=seq, h_t=h_t)
+
+
+PREFIX_INTEGRATORS = ("ddim", "kar1", "kar2")
+
+
+@torch.no_grad()
+def sample_to_tm_karras(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50, *, integrator: str = "kar2",
+                        generator=None, options: dict | None = None,
+                        hspace_module: str = DEFAULT_MODULE) -> Inversion:
+    """Karras et al. (2022) Alg. 1 (`kar1`) or 2 (`kar2`) in the model's sigma space from x_T ~ N(0, I) at
+    sigma_max down to sigma(t_m): n_steps // 2 Heun steps (2 NFE each) on the rho = 7 grid, then the VP
+    latent z = x / sqrt(1 + sigma(t_m)^2) and h read at (z, t_m) by one more call (h_source "tm").
+
+    An alternative to the DDIM prefix of `sample_to_tm` for generated samples: the default model's best
+    sampler (kar2, churn at sigma >= 1) at the same NFE. `options` are kar2's (s_churn, s_tmin, s_tmax,
+    s_noise; default: `ddmkit sample`'s); kar2's churn noise comes from `generator`."""
+    from ..integrators import kar1, kar2
+    from ..sampling import integrator_options
+    from ..schedules import karras_sigmas
+
+    if integrator not in ("kar1", "kar2"):
+        raise DdmkitError(f"the Karras prefix integrator must be kar1 or kar2, got {integrator!r}")
+    if n_steps < 2:
+        raise DdmkitError(f"a {integrator} prefix needs --prefix-steps >= 2 (one Heun step = 2 NFE), got {n_steps}")
+    if integrator == "kar2" and generator is None:
+        raise DdmkitError("a kar2 prefix (stochastic churn) needs a generator")
+    with EpsModel(denoiser, hspace_module) as m:
+        top = m.num_timesteps - 1
+        if not 0 < t_m < top:
+            raise DdmkitError(f"t_m must be in 1..{top - 1} for a {integrator} prefix, got {t_m}")
+        s_tm = float(m.denoiser.sigmas[t_m])
+        s_max = float(m.denoiser.sigmas[top])
+        heun = int(n_steps) // 2
+        x = x_T.to(m.device, torch.float32) * math.sqrt(1.0 + s_max**2)  # VP x_T -> sigma space
+        sig = karras_sigmas(heun + 2, s_tm, s_max)[:, :-1].to(x.device)  # heun + 1 levels, s_max .. s_tm
+        if integrator == "kar1":
+            x, nfe = kar1(m.denoiser, x, sig)
+        else:
+            x, nfe = kar2(m.denoiser, x, sig, generator=generator,
+                          **integrator_options("kar2", m.denoiser, options))
+        z = x / math.sqrt(1.0 + s_tm**2)
+        m(z, t_m)
+        return Inversion(z=z, h=m.hs.h, t_m=int(t_m), n_steps=heun, h_source="tm", nfe=nfe + m.nfe, seq=[t_m, top],
+                         h_t=int(t_m))
 
 
 def reconstruction_error(x0: torch.Tensor | np.ndarray, x: torch.Tensor | np.ndarray,

@@ -27,7 +27,9 @@ import torch
 
 from ..errors import DdmkitError
 from .boundaries import AttributeBoundary, condition_normal
-from .ddim import H_INJECTIONS, generate, invert, reconstruction_error, sample_to_tm
+from ..sampling import integrator_options
+from .ddim import (H_INJECTIONS, PREFIX_INTEGRATORS, generate, invert, reconstruction_error, sample_to_tm,
+                   sample_to_tm_karras)
 
 MOVES = ("set", "add")
 EDIT_SPACES = ("both", "z", "h")
@@ -345,12 +347,17 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, see
             prefix_steps: int = 50, n_steps: int | None = None, eta: float = 1.0, h_injection: str = "single",
             same_noise: bool = True, batch_size: int = 16, indices: Sequence[int] | None = None,
             x_T: torch.Tensor | None = None, clip_x0: bool | None = None, progress: bool = False,
-            prefix_eta: float = 1.0) -> ControlResult:
+            prefix_eta: float = 1.0, prefix_integrator: str = "ddim",
+            prefix_options: dict | None = None) -> ControlResult:
     """Unconditional control (spec 5.3): x_T ~ N(0, I) (per-sample seeds), DDIM from T-1 to t_m in
     `prefix_steps` NFE with `prefix_eta` (the official code: eta = 0 on the 999-point grid, about T - t_m
     NFE; ddmkit's default eta = 1 gives better samples and edits that keep more of the other attributes on
     the default model: benchmarks/results/editing.json), edit at t_m, generate with `n_steps` (default: the
-    boundary's N_inv) at `eta`. Also returns the unedited samples."""
+    boundary's N_inv) at `eta`. Also returns the unedited samples.
+
+    `prefix_integrator` "kar1"/"kar2" replaces the DDIM prefix by a Karras sampler in sigma space with about
+    `prefix_steps` NFE (+1 to read h at t_m; `prefix_eta` is then unused, `prefix_options` are kar2's):
+    `sample_to_tm_karras`."""
     from ..denoisers import unwrap
 
     plans = [plans] if isinstance(plans, EditPlan) else list(plans)
@@ -358,6 +365,8 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, see
         raise DdmkitError("no edit to make")
     ref = plans[0]
     inj = _check_options(ref, h_injection, eta)
+    if prefix_integrator not in PREFIX_INTEGRATORS:
+        raise DdmkitError(f"the prefix integrator must be one of {', '.join(PREFIX_INTEGRATORS)}, got {prefix_integrator!r}")
     n_gen = int(n_steps or ref.n_inv)
     idx = list(range(num)) if indices is None else list(indices)
     shape = tuple(unwrap(denoiser).sample_shape)
@@ -379,9 +388,14 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, see
     for i in starts:
         xb, ib = x_T[i : i + batch_size], idx[i : i + batch_size]
         t0 = time.perf_counter()
-        pre = sample_to_tm(denoiser, xb, ref.t_m, prefix_steps, h_source=ref.h_source, hspace_module=ref.hspace_module,
-                           clip_x0=clip_x0, eta=prefix_eta,
-                           generator=_generators(prefix_noise_seeds(seed, ib)) if prefix_eta > 0 else None)
+        if prefix_integrator == "ddim":
+            pre = sample_to_tm(denoiser, xb, ref.t_m, prefix_steps, h_source=ref.h_source,
+                               hspace_module=ref.hspace_module, clip_x0=clip_x0, eta=prefix_eta,
+                               generator=_generators(prefix_noise_seeds(seed, ib)) if prefix_eta > 0 else None)
+        else:
+            pre = sample_to_tm_karras(denoiser, xb, ref.t_m, prefix_steps, integrator=prefix_integrator,
+                                      generator=_generators(prefix_noise_seeds(seed, ib)), options=prefix_options,
+                                      hspace_module=ref.hspace_module)
         secs["prefix"] += time.perf_counter() - t0
         nfe["prefix"] = pre.nfe
         _merge_proj(before, projections(ref, pre.z, pre.h))
@@ -404,7 +418,11 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, see
             nfe["per_edit"] = n
             outs[k].append(_clamp(out, denoiser).cpu())
     nfe["total_per_sample"] = nfe["prefix"] + nfe["original"] + nfe["per_edit"] * len(plans)
-    settings = {"eta": eta, "prefix_steps": prefix_steps, "prefix_eta": prefix_eta, "n_steps_generation": n_gen, "h_injection": inj, "seed": seed,
+    prefix = ({"prefix_eta": prefix_eta} if prefix_integrator == "ddim" else
+              {"prefix_options": integrator_options(prefix_integrator, denoiser, prefix_options)
+               if prefix_integrator == "kar2" else {}, "prefix_h_source": "tm"})
+    settings = {"eta": eta, "prefix_integrator": prefix_integrator, "prefix_steps": prefix_steps, **prefix,
+                "n_steps_generation": n_gen, "h_injection": inj, "seed": seed,
                 "same_noise": same_noise, "clip_x0": _clip_used(denoiser, clip_x0), **ref.describe()}
     return ControlResult(original=torch.cat(originals).numpy(), edits=np.stack([torch.cat(o).numpy() for o in outs]),
                          plans=plans, distances_used=used, projections_before=before, projections_after=after, nfe=nfe,
