@@ -89,6 +89,11 @@ def main(argv=None) -> int:
     ap.add_argument("--prefix-steps", type=int, default=50)
     ap.add_argument("--prefix-eta", type=float, default=1.0,
                     help="DDIM eta of the generated samples' path down to t_m (ddmkit control's default 1; official 0)")
+    ap.add_argument("--prefix-integrator", choices=("ddim", "kar1", "kar2"), default="ddim",
+                    help="the generated samples' path down to t_m: DDIM (with --prefix-eta) or a Karras sampler "
+                         "(`ddmkit control --prefix-integrator`); Karras rows are keyed by its name")
+    ap.add_argument("--prefix-s-tmin", type=float, default=None, help="kar2 prefix: churn window (default: ddmkit's)")
+    ap.add_argument("--prefix-s-tmax", type=float, default=None, help="kar2 prefix: churn window (default: ddmkit's)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fit-num", type=int, default=200, help="faces per boundary fit (half held out)")
@@ -111,7 +116,7 @@ def main(argv=None) -> int:
     from ddmkit.editing import (Distance, EditPlan, edit_latents, fit_boundaries, generate, invert,
                                 reconstruction_error, resolve_boundary, sample_to_tm)
     from ddmkit.editing.boundaries import invert_batched, model_fingerprint, read_boundary_file
-    from ddmkit.editing.ddim import EpsModel
+    from ddmkit.editing.ddim import EpsModel, sample_to_tm_karras
     from ddmkit.editing.labelled import EVAL_FACES_SEED, FIT_FACES_SEED, labelled_faces
     from ddmkit.integrators import PerSampleGenerator
     from ddmkit.io import atomic_write_json
@@ -213,12 +218,19 @@ def main(argv=None) -> int:
         log(f"inverted latents at t = {t}")
         return cache.arrays(f"inv_t{t}_n{args.num}", run)
 
+    prefix_options = {k: v for k, v in (("s_tmin", args.prefix_s_tmin), ("s_tmax", args.prefix_s_tmax)) if v is not None}
+
     def prefix_eta_of(source, t):
-        """The generated samples' prefix eta (a key of their rows); None where there is no prefix."""
-        return float(args.prefix_eta) if source == "generated" and t != top else None
+        """The generated samples' prefix (a key of their rows): the DDIM prefix's eta, or the Karras
+        integrator's name; None where there is no prefix."""
+        if source != "generated" or t == top:
+            return None
+        return float(args.prefix_eta) if args.prefix_integrator == "ddim" else args.prefix_integrator
 
     def pe_tag(source, t):
         pe = prefix_eta_of(source, t)
+        if isinstance(pe, str):
+            return f"_pi{pe}" + "".join(f"_{k}{v:g}" for k, v in sorted(prefix_options.items()))
         return f"_pe{pe:g}" if pe else ""
 
     def generated_latents(t):
@@ -227,10 +239,13 @@ def main(argv=None) -> int:
             zs, hs = [], []
             t0 = time.perf_counter()
             for i in range(0, args.num, B):
-                gen = (PerSampleGenerator(prefix_noise_seeds(args.seed, range(i, min(i + B, args.num))))
-                       if args.prefix_eta > 0 else None)
-                pre = sample_to_tm(den, x_T[i:i + B], t, args.prefix_steps, h_source=h_source, eta=args.prefix_eta,
-                                   generator=gen)
+                seeds = prefix_noise_seeds(args.seed, range(i, min(i + B, args.num)))
+                if args.prefix_integrator != "ddim":
+                    pre = sample_to_tm_karras(den, x_T[i:i + B], t, args.prefix_steps, integrator=args.prefix_integrator,
+                                              generator=PerSampleGenerator(seeds), options=prefix_options)
+                else:
+                    pre = sample_to_tm(den, x_T[i:i + B], t, args.prefix_steps, h_source=h_source, eta=args.prefix_eta,
+                                       generator=PerSampleGenerator(seeds) if args.prefix_eta > 0 else None)
                 zs.append(pre.z.cpu().numpy())
                 hs.append(pre.h.cpu().numpy())
             return {"z": np.concatenate(zs), "h": np.concatenate(hs), "seconds": np.array(time.perf_counter() - t0)}
@@ -300,6 +315,9 @@ def main(argv=None) -> int:
             },
         }
 
+    def prefix_order(pe):
+        return -1 if pe is None else (pe if isinstance(pe, float) else 10 + len(pe))
+
     def save():
         result = {
             "benchmark": "editing", "ddmkit_version": __version__, "model": args.model, "model_identity": ident,
@@ -308,6 +326,8 @@ def main(argv=None) -> int:
                         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
             "settings": {"num": args.num, "attributes": attrs, "t_m": t_m, "h_source": h_source, "n_inv": args.n_inv,
                          "gen_steps": args.gen_steps, "prefix_steps": args.prefix_steps, "prefix_eta": args.prefix_eta, "eta_after_edit": 1.0,
+                         "generated_prefix": "each generated row's own: prefix_eta (DDIM, --prefix-steps NFE) or "
+                         "prefix_integrator / prefix_options / prefix_steps (a Karras sampler, +1 NFE for h)",
                          "move": "set", "distance_units": "multiples of each boundary's recommended distance per space",
                          "held_out_seed": EVAL_FACES_SEED, "fit_seed": FIT_FACES_SEED, "batch_size": B,
                          "classifier_agreement_with_true_labels_on_held_out": clf_agreement},
@@ -324,7 +344,7 @@ def main(argv=None) -> int:
             "boundary_origin": origins,
             "rows": sorted(rows, key=lambda r: (r["attribute"], r["source"], METHODS.index(r["method"]), r["t_m"],
                                                 r["distance"], r["boundaries"], -r["eta"],
-                                                -1 if r["prefix_eta"] is None else r["prefix_eta"])),
+                                                prefix_order(r["key"][7]))),
         }
         atomic_write_json(out_path, result)
 
@@ -361,7 +381,10 @@ def main(argv=None) -> int:
         if key in done:
             return
         row = {"key": list(key), "attribute": attr, "source": source, "method": method, "t_m": int(t),
-               "distance": float(dist), "boundaries": bkind, "eta": float(eta), "prefix_eta": prefix_eta_of(source, t),
+               "distance": float(dist), "boundaries": bkind, "eta": float(eta),
+               "prefix_eta": pe if isinstance(pe := prefix_eta_of(source, t), float) else None,
+               **({"prefix_integrator": pe, "prefix_options": prefix_options, "prefix_steps": args.prefix_steps}
+                  if isinstance(pe, str) else {}),
                "distance_abs": {s: float(dist * b[s].recommended_distance) for s in b.spaces},
                "boundary_test_accuracy": {s: b[s].stats.get("test_accuracy") for s in b.spaces},
                "num": args.num, **score(x, ref_x, ref_feat, ref_pred, j, target),
@@ -483,7 +506,8 @@ def main(argv=None) -> int:
                 key = (attr, source, "mixing-step", t_m, float(args.distance), bkind_tm, 0.0, prefix_eta_of(source, t_m))
                 if key in strips:
                     cols.append(strips[key])
-                strip(cols, out_path.parent / f"editing_{attr}_{source}.png")
+                tag = f"_{args.prefix_integrator}" if source == "generated" and args.prefix_integrator != "ddim" else ""
+                strip(cols, out_path.parent / f"editing_{attr}_{source}{tag}.png")
             cols = [x_src[:8]] + [strips[k] for k in sorted(strips) if k[0] == attr and k[1] == "inverted"
                                   and k[2] == "mixing-step" and k[4] == float(args.distance) and k[5] == "pool"
                                   and k[6] == 1.0]

@@ -136,6 +136,8 @@ def test_move_set_puts_the_projection_at_d():
     assert torch.allclose(flat(y) - flat(x), torch.full((5,), 2.0, dtype=torch.float64), atol=1e-4)
     with pytest.raises(DdmkitError):
         move(x, n, 1.0, "push")
+    for mode in ("set", "add"):  # a batch where no sample needs this direction
+        assert move(x[:0], n, 1.0, mode).shape == (0, 3, 8, 8)
 
 
 def test_conditional_normal_is_orthogonal():

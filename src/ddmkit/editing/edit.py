@@ -18,6 +18,8 @@ normals (InterFaceGAN conditional manipulation) so those attributes' projections
 """
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -86,7 +88,7 @@ def move(x: torch.Tensor, normal: np.ndarray | torch.Tensor, d: float | torch.Te
     if mode not in MOVES:
         raise DdmkitError(f"move must be 'set' or 'add', got {mode!r}")
     n = torch.as_tensor(np.asarray(normal) if not isinstance(normal, torch.Tensor) else normal).to(x.device, torch.float64).reshape(-1)
-    flat = x.reshape(x.shape[0], -1).double()
+    flat = x.reshape(x.shape[0], math.prod(x.shape[1:])).double()  # also for an empty batch
     if flat.shape[1] != n.numel():
         raise DdmkitError(f"latents have {flat.shape[1]} dims but the normal has {n.numel()}")
     d = torch.as_tensor(d, dtype=torch.float64, device=x.device).reshape(-1)
