@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_edit_arguments(p)
     p.add_argument("--num", type=int, default=8, help="number of samples (default: 8)")
     p.add_argument("--prefix-steps", type=int, default=50,
-                   help="DDIM steps from T-1 down to t_m (default: 50; the official code uses ~T - t_m)")
+                   help="NFE from T-1 down to t_m (default: 50; the official DDIM path uses ~T - t_m; a Karras "
+                        "prefix takes steps // 2 Heun steps)")
     p.add_argument("--prefix-eta", type=float, default=None,
                    help="DDIM eta of the steps down to t_m: 1 (default) DDPM-like ancestral steps, seeded per sample; "
                         "0 the official code's deterministic path. On the default model eta = 1 gives better samples "
