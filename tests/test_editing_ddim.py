@@ -215,6 +215,20 @@ def test_karras_prefix_integrates_the_same_flow_as_ddim(den):
     assert errs[1] < 0.015 and errs[1] < 0.5 * errs[0]
     assert h_err < 0.02  # h read at (z, t_m): follows z
     assert sample_to_tm_karras(den, x_T, 300, 9, integrator="kar1").nfe == 9  # 4 Heun steps + the h call
+    # clip_x0 = False turns the model's clamp of D off for this call only (as sample_to_tm's clip_x0)
+    from ddmkit.integrators import kar1
+    from ddmkit.schedules import karras_sigmas
+
+    off = sample_to_tm_karras(den, x_T, 300, 8, integrator="kar1", clip_x0=False)
+    assert den.clip_denoised
+    s_tm, s_max = float(den.sigmas[300]), float(den.sigmas[999])
+    den.clip_denoised = False
+    try:
+        manual, _ = kar1(den, x_T * (1 + s_max**2) ** 0.5, karras_sigmas(6, s_tm, s_max)[:, :-1])
+    finally:
+        den.clip_denoised = True
+    torch.testing.assert_close(off.z, manual / (1 + s_tm**2) ** 0.5)
+    assert not torch.allclose(off.z, sample_to_tm_karras(den, x_T, 300, 8, integrator="kar1").z)
 
 
 def test_karras_prefix_is_seeded_and_checked(den):

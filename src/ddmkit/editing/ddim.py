@@ -243,7 +243,7 @@ PREFIX_INTEGRATORS = ("ddim", "kar1", "kar2")
 
 @torch.no_grad()
 def sample_to_tm_karras(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50, *, integrator: str = "kar2",
-                        generator=None, options: dict | None = None,
+                        generator=None, options: dict | None = None, clip_x0: bool | None = None,
                         hspace_module: str = DEFAULT_MODULE) -> Inversion:
     """Karras et al. (2022) Alg. 1 (`kar1`) or 2 (`kar2`) in the model's sigma space from x_T ~ N(0, I) at
     sigma_max down to sigma(t_m): n_steps // 2 Heun steps (2 NFE each) on the rho = 7 grid, then the VP
@@ -251,7 +251,8 @@ def sample_to_tm_karras(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50
 
     An alternative to the DDIM prefix of `sample_to_tm` for generated samples: the default model's best
     sampler (kar2, churn at sigma >= 1) at the same NFE. `options` are kar2's (s_churn, s_tmin, s_tmax,
-    s_noise; default: `ddmkit sample`'s); kar2's churn noise comes from `generator`."""
+    s_noise; default: `ddmkit sample`'s); kar2's churn noise comes from `generator`. `clip_x0`: None
+    follows the model's `clip_denoised` (the sampler's D is clamped to the data range), as `sample_to_tm`."""
     from ..integrators import kar1, kar2
     from ..sampling import integrator_options
     from ..schedules import karras_sigmas
@@ -271,11 +272,16 @@ def sample_to_tm_karras(denoiser, x_T: torch.Tensor, t_m: int, n_steps: int = 50
         heun = int(n_steps) // 2
         x = x_T.to(m.device, torch.float32) * math.sqrt(1.0 + s_max**2)  # VP x_T -> sigma space
         sig = karras_sigmas(heun + 2, s_tm, s_max)[:, :-1].to(x.device)  # heun + 1 levels, s_max .. s_tm
-        if integrator == "kar1":
-            x, nfe = kar1(m.denoiser, x, sig)
-        else:
-            x, nfe = kar2(m.denoiser, x, sig, generator=generator,
-                          **integrator_options("kar2", m.denoiser, options))
+        clip_before = m.denoiser.clip_denoised
+        m.denoiser.clip_denoised = clip_before if clip_x0 is None else bool(clip_x0)
+        try:
+            if integrator == "kar1":
+                x, nfe = kar1(m.denoiser, x, sig)
+            else:
+                x, nfe = kar2(m.denoiser, x, sig, generator=generator,
+                              **integrator_options("kar2", m.denoiser, options))
+        finally:
+            m.denoiser.clip_denoised = clip_before
         z = x / math.sqrt(1.0 + s_tm**2)
         m(z, t_m)
         return Inversion(z=z, h=m.hs.h, t_m=int(t_m), n_steps=heun, h_source="tm", nfe=nfe + m.nfe, seq=[t_m, top],

@@ -19,7 +19,6 @@ normals (InterFaceGAN conditional manipulation) so those attributes' projections
 from __future__ import annotations
 
 import math
-
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -28,8 +27,8 @@ import numpy as np
 import torch
 
 from ..errors import DdmkitError
-from .boundaries import AttributeBoundary, condition_normal
 from ..sampling import integrator_options
+from .boundaries import AttributeBoundary, condition_normal
 from .ddim import (H_INJECTIONS, PREFIX_INTEGRATORS, generate, invert, reconstruction_error, sample_to_tm,
                    sample_to_tm_karras)
 
@@ -397,7 +396,7 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], *, num: int = 8, see
         else:
             pre = sample_to_tm_karras(denoiser, xb, ref.t_m, prefix_steps, integrator=prefix_integrator,
                                       generator=_generators(prefix_noise_seeds(seed, ib)), options=prefix_options,
-                                      hspace_module=ref.hspace_module)
+                                      clip_x0=clip_x0, hspace_module=ref.hspace_module)
         secs["prefix"] += time.perf_counter() - t0
         nfe["prefix"] = pre.nfe
         _merge_proj(before, projections(ref, pre.z, pre.h))
