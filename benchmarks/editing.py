@@ -5,8 +5,9 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/editing.py --quick    # 16 faces, a smoke run
 
 Sources: `inverted` = NUM held-out faces from the generator (seed EVAL_FACES_SEED), DDIM-inverted;
-`generated` = NUM samples x_T ~ N(0, I) (per-sample seeds) run by DDIM (eta = 0, --prefix-steps) down to
-t_m. Each source sample is edited toward the opposite of its current attribute (classifier on the
+`generated` = NUM samples x_T ~ N(0, I) (per-sample seeds) run down to t_m in --prefix-steps NFE by DDIM
+with --prefix-eta (default 1, as `ddmkit control`; the official code's 0), or by a Karras sampler
+(--prefix-integrator kar1/kar2, h then read at t_m); rows are keyed by that prefix. Each source sample is edited toward the opposite of its current attribute (classifier on the
 source: the real face, or the unedited sample generated with the same noise): d = +D if absent,
 -D if present, with move "set" and D = --distance x the boundary's recommended distance per space.
 Post-edit generation: eta = 1 (and eta = 0 for mixing-step), N = 40 steps, the same noise per
