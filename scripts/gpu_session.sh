@@ -38,23 +38,9 @@ NUM_EDIT=${NUM_EDIT:-200}
 log() { echo "[$((SECONDS - START))s] $*"; }
 left() { local l=$((END - (SECONDS - START))); [ "$l" -lt 1 ] && l=1; echo "$l"; }  # never 0: `timeout 0` means no limit
 
-# --- environment: the image's python3 + torch; diffusers (and importlib_metadata) carried as wheels
-if [ -d .whl ] && ! python3 -c "import diffusers" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
-if [ ! -x .venv/bin/ddmkit ]; then  # the scripts call .venv/bin/{python,ddmkit}
-  mkdir -p .venv/bin
-  printf '#!/bin/sh\nexec python3 "$@"\n' > .venv/bin/python
-  chmod +x .venv/bin/python
-  printf '#!/bin/sh\nexec python3 -m ddmkit "$@"\n' > .venv/bin/ddmkit
-  chmod +x .venv/bin/ddmkit
-fi
-PY=.venv/bin/python
-DDMKIT=.venv/bin/ddmkit
+# --- environment: the image's python3 + torch; diffusers (and importlib_metadata) carried as wheels in .whl
+. scripts/gpu_env.sh || exit 2
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
-$PY -c "import torch, diffusers, sklearn, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__)"
 
 pack() {  # pack NAME PATHS... -> $OUT/NAME.tar.gz (missing paths skipped)
   local name=$1; shift

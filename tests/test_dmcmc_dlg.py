@@ -91,6 +91,16 @@ def test_nfe_accounting_is_exact(integrator, steps, nfe_int):
     assert sorted(calls[:57]) == [20] * 57  # the burn-in is batched over the chains
 
 
+def test_classifier_calls_count_only_this_run_when_the_classifier_is_shared():
+    """tune-dmcmc and the benchmarks reuse one classifier across runs: each run reports its own passes."""
+    clf = exact_mixture_classifier(MIX, DEN.sigma_min, DEN.sigma_max, 30)
+    cfg = DLGConfig(integrator="kar1", steps=3, eta=0.05, n_skip=2)
+    first = dlg_sample(DEN, clf, cfg, num=20, chains=10, seed=0).nfe
+    second = dlg_sample(DEN, clf, cfg, num=20, chains=10, seed=0).nfe
+    assert first["classifier_calls"] == second["classifier_calls"] == 21 + 2 * 2
+    assert clf.calls == 2 * (21 + 2 * 2)
+
+
 def test_min_sigma_selection_is_strict_and_counts_the_segment_start(monkeypatch):
     """Classifier outputs scripted per step; the state handed over is the first strict minimum."""
     sampler = DLGSampler(DEN, CLF, DLGConfig(integrator="kar1", steps=3, eta=0.05, n_skip=4), chains=3, seed=0)

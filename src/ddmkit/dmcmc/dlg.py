@@ -245,6 +245,7 @@ class DLGSampler:
         self.shape = tuple(self.inner.sample_shape)
         self.device = self.inner.device
         self.options = integrator_options(self.config.integrator, denoiser, self.config.options)
+        self._clf_seen = classifier.calls  # the classifier may be shared: count only this sampler's passes
 
     # -- moves ------------------------------------------------------------------------------
     def _streams(self, chain_ids, restarts, tag: int, round_: int = 0) -> PerSampleGenerator:
@@ -295,11 +296,11 @@ class DLGSampler:
                            outputs_per_chain=torch.zeros(self.chains, dtype=torch.int64))
         state.nfe["burn_in_per_chain"] = nfe
         state.nfe["burn_in_chain_total"] = nfe * self.chains
-        state.nfe["model_calls"] = self.counter.nfe
-        state.nfe["classifier_calls"] = self.classifier.calls
         bad, why = self.diverged(x)
         if bad.any():
             self._restart(state, bad, why, where="burn-in")
+        state.nfe["model_calls"] = self.counter.nfe  # the restarts' burn-ins included
+        state.nfe["classifier_calls"] = self._take_classifier_calls()
         return state
 
     def _restart(self, state: ChainState, bad: torch.Tensor, why: list[str], where: str) -> None:
@@ -419,8 +420,6 @@ class DLGSampler:
         nf["model_calls"] = nf.get("model_calls", 0) + (self.counter.nfe - c0)
         nf["classifier_calls"] = nf.get("classifier_calls", 0) + self._take_classifier_calls()
         return out
-
-    _clf_seen = 0
 
     def _take_classifier_calls(self) -> int:
         n = self.classifier.calls - self._clf_seen
