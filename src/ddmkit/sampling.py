@@ -56,7 +56,7 @@ def make_schedule(
         lo = torch.full_like(sigma_start, sigma_lo).minimum(sigma_start)
         return torch.stack([sigma_start, lo, torch.zeros_like(sigma_start)], dim=1).float()
     inner = unwrap(denoiser) if denoiser is not None else None
-    if integrator == "dpmpp_2m":  # steps = NFE: diffusers' DPM-Solver grid for DDPM models, else Karras + 0
+    if integrator in ("dpmpp_2m", "unipc"):  # steps = NFE: diffusers' grid for DDPM models, else Karras + 0
         if isinstance(inner, VPEpsDenoiser):
             return vp_linspace_sigmas(inner.sigmas, steps, sigma_start)
         return karras_sigmas(steps + 1, sigma_lo, sigma_start)
