@@ -4,17 +4,20 @@
     # -> results/dpm_solver.json (+ dpm_solver.png); rows already in the JSON are kept (resumable)
 
 Rows (1,000 samples, seed 0, per-sample seeds as `ddmkit sample`; one thread; batch 250):
-- digits at 4, 5, 7, 10, 20 NFE: ddmkit's `dpmpp_2m` and `unipc` as shipped (the VP wrapper clips D to [-1, 1];
-  no Tweedie step, so NFE = steps), `dpmpp_2m` without clipping (`clip_denoised=False`, which equals diffusers' scheduler:
-  tests/test_dpm_solver.py), diffusers' `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
+- digits at 4, 5, 7, 10, 20 NFE: ddmkit's `dpmpp_2m` and `unipc` as shipped (the VP wrapper clips D to
+  [-1, 1]; no Tweedie step, so NFE = steps), `dpmpp_2m` without clipping (`clip_denoised=False`, which equals
+  diffusers' scheduler: tests/test_dpm_solver.py), diffusers' `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
   solver_order=2)` and `UniPCMultistepScheduler()` (bh2, order 2), both with their default config (linspace
   timesteps, final sigma 0, no thresholding) on the model's linear betas; diffusers' DPM-Solver++ also built
   `from_config` of the model's own DDPMScheduler config (which carries `timestep_spacing="leading"`).
 - digits, kar1 at 10 and 50 NFE (N = 6 and 26, with the Tweedie step) for reference.
 - faces (`default`) at 10 and 20 NFE: ddmkit's `dpmpp_2m` and `unipc` (clipped) and diffusers' DPM-Solver++
   (unclipped).
+- digits at 2,000 samples: diffusers' DPM-Solver++ (default and `from_config`) and kar1 at 10 NFE, the former
+  also at 4: a check of where the issue's figures (3.26 at 4, 1.35 at 10, kar1 4.64 at 10) come from.
 FD-digits / FD-faces: `ddmkit.metrics.evaluate_images` (Frechet distance on the shipped classifier's features,
-with the noise floor: real data scored the same way at n = 1,000). `seconds` is the sampling time of the row.
+with the noise floor: real data scored the same way; for digits that is 899 digits, half the set, against the
+other half, whatever n). `seconds` is the sampling time of the row.
 """
 from __future__ import annotations
 
@@ -31,24 +34,31 @@ from benchmarks.common import RESULTS, machine, read_json, write_json  # noqa: E
 
 OUT = "dpm_solver.json"
 NFES = (4, 5, 7, 10, 20)
+CHECK_N = 2000
 LINEAR_BETAS = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 COMMAND = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/dpm_solver.py"
 
 
-def plan() -> list[dict]:
-    """Every row: model, method, NFE (and the steps that give it)."""
+def plan(num: int) -> list[dict]:
+    """Every row: model, method, NFE (and the steps that give it), number of samples."""
     rows = []
     for method in ("diffusers:dpmpp_2m", "diffusers:unipc", "ddmkit:dpmpp_2m", "ddmkit:dpmpp_2m-noclip",
                    "diffusers:dpmpp_2m-leading", "ddmkit:unipc"):
         rows += [{"model": "digits", "method": method, "nfe": n, "steps": n} for n in NFES]
-    rows += [{"model": "digits", "method": "ddmkit:kar1", "nfe": nfe, "steps": steps} for nfe, steps in ((10, 6), (50, 26))]
+    rows += [{"model": "digits", "method": "ddmkit:kar1", "nfe": nfe, "steps": steps}
+             for nfe, steps in ((10, 6), (50, 26))]
     for method in ("ddmkit:dpmpp_2m", "diffusers:dpmpp_2m", "ddmkit:unipc"):
         rows += [{"model": "default", "method": method, "nfe": n, "steps": n} for n in (10, 20)]
+    rows = [dict(r, n=num) for r in rows]
+    # the issue's figures (DPM-Solver++ 3.26 / 1.35 at 4 / 10 NFE, kar1 4.64 at 10) at 2,000 samples
+    rows += [{"model": "digits", "method": m, "nfe": nfe, "steps": st, "n": CHECK_N}
+             for m, nfe, st in (("diffusers:dpmpp_2m-leading", 4, 4), ("diffusers:dpmpp_2m-leading", 10, 10),
+                                ("diffusers:dpmpp_2m", 10, 10), ("ddmkit:kar1", 10, 6))]
     return rows
 
 
 def key(row: dict) -> tuple:
-    return row["model"], row["method"], row["nfe"]
+    return row["model"], row["method"], row["nfe"], row["n"]
 
 
 def initial_noise(shape: tuple, indices: range, seed: int) -> torch.Tensor:
@@ -104,7 +114,8 @@ def run_ddmkit(den, method: str, steps: int, num: int, seed: int, batch: int) ->
                      use_tweedie=integrator not in ("dpmpp_2m", "unipc"))
     finally:
         den.clip_denoised = clip
-    return res.x.numpy(), res.nfe_per_sample, {"settings": res.settings, "clip_denoised": not method.endswith("-noclip")}
+    clipped = not method.endswith("-noclip")
+    return res.x.numpy(), res.nfe_per_sample, {"settings": res.settings, "clip_denoised": clipped}
 
 
 def run_row(row: dict, num: int, seed: int, batch: int) -> dict:
@@ -159,17 +170,22 @@ def main() -> None:
     torch.set_num_threads(1)
     done = {key(r): r for r in (read_json(OUT, {}) or {}).get("rows", [])}
     only = {m for m in args.only.split(",") if m}
-    for row in plan():
+    todo = plan(args.num)
+    for row in todo:
         if key(row) in done or (only and row["method"] not in only):
             continue
-        result = run_row(row, args.num, args.seed, args.batch_size)
+        result = run_row(row, row["n"], args.seed, args.batch_size)
         done[key(result)] = dict(result, machine=machine())
-        print(f"{row['model']:8s} {row['method']:28s} NFE {row['nfe']:3d}  FD {result['fd']:8.3f}  "
+        print(f"{row['model']:8s} {row['method']:28s} NFE {row['nfe']:3d}  n {row['n']}  FD {result['fd']:8.3f}  "
               f"(floor {result['fd_noise_floor']:.2f})  {result['seconds']:.0f}s", flush=True)
-        rows = [done[key(r)] for r in plan() if key(r) in done]
-        write_json(OUT, {"command": COMMAND, "rows": rows})
-    rows = [done[key(r)] for r in plan() if key(r) in done]
-    plot(rows, RESULTS / "dpm_solver.png")
+        write_json(OUT, {"command": COMMAND, "rows": ordered(done, todo)})
+    plot([r for r in ordered(done, todo) if r["n"] == args.num], RESULTS / "dpm_solver.png")
+
+
+def ordered(done: dict, todo: list[dict]) -> list[dict]:
+    """The rows in plan order, then any others already in the file (kept, each with its own settings)."""
+    first = [done[key(r)] for r in todo if key(r) in done]
+    return first + [r for k, r in done.items() if k not in {key(t) for t in todo}]
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The six integrators of the DMCMC paper plus DDIM, one small function each (k-diffusion style).
+"""The six integrators of the DMCMC paper plus DDIM, DPM-Solver++(2M) and UniPC, one small function each.
 
     x, nfe = f(denoiser, x, sigmas, *, generator=None, **options)
 
