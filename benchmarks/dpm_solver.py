@@ -136,25 +136,40 @@ def run_row(row: dict, num: int, seed: int, batch: int) -> dict:
                 finite=bool(np.isfinite(x).all()), extra=extra, metrics=metrics)
 
 
+STYLE = {"ddmkit:dpmpp_2m": ("C0", "s-"), "ddmkit:unipc": ("C1", "s-"), "ddmkit:dpmpp_2m-noclip": ("C0", "x:"),
+         "diffusers:dpmpp_2m": ("C0", "o--"), "diffusers:unipc": ("C1", "o--"),
+         "diffusers:dpmpp_2m-leading": ("C2", "o--"), "ddmkit:kar1": ("C3", "D")}
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, model in zip(axes, ("digits", "default")):
         mine = [r for r in rows if r["model"] == model]
         for method in dict.fromkeys(r["method"] for r in mine):
             pts = sorted((r["nfe"], r["fd"]) for r in mine if r["method"] == method)
-            ax.plot(*zip(*pts), "o--" if method.startswith("diffusers") else "s-", label=method)
+            color, fmt = STYLE.get(method, ("k", "o-"))
+            ax.plot(*zip(*pts), fmt, color=color, label=method, ms=8 if "noclip" in method else 5)
         if mine:
-            ax.axhline(mine[0]["fd_noise_floor"], color="grey", lw=0.8, label="noise floor (data, n = 1,000)")
+            m = mine[0]["metrics"]
+            ax.axhline(m["fd_noise_floor"], color="grey", lw=0.8, label=f"noise floor (data, n = {m['fd_noise_floor_n']})")
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set_yscale("log" if model == "default" else "linear")  # faces: diverged rows are 4x the others
+        ticks = sorted({r["nfe"] for r in mine})
+        ax.set_xticks(ticks)
+        for axis in (ax.xaxis, ax.yaxis) if model == "default" else (ax.xaxis,):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
+        if model == "digits":
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("NFE per sample")
         ax.set_ylabel("FD-digits" if model == "digits" else "FD-faces")
-        ax.set_title(f"{model}: 1,000 samples, seed 0")
+        ax.set_title(f"{model}: {mine[0]['n'] if mine else 0} samples, seed 0")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
