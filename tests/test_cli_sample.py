@@ -95,7 +95,7 @@ def corrupt_folder(tmp_path, unet_folder, kind):
     "case, extra, message",
     [
         ("integrator", ["--integrator", "heun9"], "unknown integrator 'heun9'"),
-        ("steps", ["--steps", "0"], "--steps must be >= 1"),
+        ("steps", ["--steps", "0"], "--steps must be >= 1 and <= 10000, got 0"),
         ("kar-steps", ["--integrator", "kar1", "--steps", "1"], "needs --steps >= 2"),
         ("num", ["--num", "0"], "--num"),
         ("option", ["--integrator", "kar1", "--eta", "1"], "applies to ddim only"),

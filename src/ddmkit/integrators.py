@@ -164,6 +164,7 @@ def kar2(
     """Karras et al. (2022) Algorithm 2: stochastic churn (gamma capped at sqrt(2) - 1), then Heun.
 
     Defaults are the DMCMC paper's (S_churn 80, S_tmin 0.05, S_tmax 1, S_noise 1.007) for [0, 1] data."""
+    validate_options("kar2", {"s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise})
     counter, sig = _prepare(denoiser, x, sigmas)
     n = sig.shape[1]
     for i in range(n - 1):
@@ -246,6 +247,7 @@ def rk45(
     one Euler step from s_end to 0 (x = D(x, s_end), 1 NFE) follows. NFE = evaluations used."""
     from scipy.integrate import solve_ivp
 
+    validate_options("rk45", {"rtol": rtol, "atol": atol})
     counter, sig = _prepare(denoiser, x, sigmas)
     pos = sig > 0
     last_pos = pos.sum(dim=1) - 1
@@ -277,7 +279,7 @@ def ddim(
     """DDIM (Song et al. 2021a) in sigma space: x' = D + s_down (x - D)/s + s_up z, with k-diffusion's
     ancestral split s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)), s_down = sqrt(s'^2 - s_up^2),
     which equals DDIM's sigma_t(eta) mapped to VE coordinates. eta = 0 is Euler in sigma."""
-    if eta < 0:
+    if not (math.isfinite(eta) and eta >= 0):
         raise DdmkitError(f"eta must be >= 0, got {eta}")
     counter, sig = _prepare(denoiser, x, sigmas)
     for i in range(sig.shape[1] - 1):
@@ -308,6 +310,31 @@ INTEGRATORS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
     "ddim": ddim,
 }
 STOCHASTIC = frozenset({"kar2", "rd", "em"})
+
+
+_OPTION_RULES: dict[str, dict[str, tuple[float, float]]] = {
+    # option: (smallest, largest) accepted value; everything must also be finite
+    "kar2": {"s_churn": (0.0, 1e6), "s_noise": (0.0, 10.0), "s_tmin": (0.0, math.inf), "s_tmax": (0.0, math.inf)},
+    "rk45": {"rtol": (1e-12, 1.0), "atol": (1e-300, 10.0)},
+    "ddim": {"eta": (0.0, 10.0)},
+}
+
+
+def validate_options(name: str, options: dict | None) -> None:
+    """Refuse options the integrator does not take, and values that are not finite or out of range
+    (rk45 with a NaN tolerance would never return)."""
+    get_integrator(name)
+    rules = _OPTION_RULES.get(name, {})
+    for key, value in (options or {}).items():
+        if key not in rules:
+            raise DdmkitError(f"integrator {name} has no option {key!r}" + (f"; it takes {', '.join(rules)}" if rules else ""))
+        lo, hi = rules[key]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise DdmkitError(f"{name} option {key} must be a number, got {value!r}") from None
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise DdmkitError(f"{name} option {key} must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
 
 
 def get_integrator(name: str) -> Callable[..., tuple[torch.Tensor, int]]:

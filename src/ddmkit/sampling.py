@@ -73,8 +73,16 @@ def integrator_options(integrator: str, denoiser: Denoiser, options: dict[str, A
 
 
 def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample `index` in a run with base seed `seed` (64-bit mix of the two)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0] >> 1)
+    """The seed of sample `index` in a run with base seed `seed` in [0, 2^64) (a 64-bit mix of the two;
+    seeds below 2^32 give the streams of earlier releases)."""
+    return int(np.random.SeedSequence([check_seed(seed), int(index)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def check_seed(seed: int) -> int:
+    """A seed is a whole number in [0, 2^64): all 64 bits count (no aliasing modulo 2^32)."""
+    if int(seed) != seed or not 0 <= int(seed) < 2**64:
+        raise DdmkitError(f"a seed must be a whole number in [0, 2^64), got {seed!r}")
+    return int(seed)
 
 
 @dataclass

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from .argtypes import MAX_STEPS, float_range, int_range
+from .common import resolve_device, run_lock
 
 EXAMPLE = ("example: ddmkit control --boundary smiling --distance 1x --num 8 --out runs/control\n"
            "  ddmkit control --boundary eyeglasses --sweep -2x:2x:5 --num 4 --prefix-steps 498 --out runs/official-cost")
@@ -32,11 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=ParagraphFormatter,
     )
     add_edit_arguments(p)
-    p.add_argument("--num", type=int, default=8, help="number of samples (default: 8)")
-    p.add_argument("--prefix-steps", type=int, default=50,
+    p.add_argument("--num", type=int_range(1, 100_000), default=8, help="number of samples (default: 8)")
+    p.add_argument("--prefix-steps", type=int_range(1, MAX_STEPS), default=50,
                    help="NFE from T-1 down to t_m (default: 50; the official DDIM path uses ~T - t_m; a Karras "
                         "prefix takes steps // 2 Heun steps)")
-    p.add_argument("--prefix-eta", type=float, default=None,
+    p.add_argument("--prefix-eta", type=float_range(0, 10), default=None,
                    help="DDIM eta of the steps down to t_m: 1 (default) DDPM-like ancestral steps, seeded per sample; "
                         "0 the official code's deterministic path. On the default model eta = 1 gives better samples "
                         "and edits that change fewer other attributes (benchmarks/results/editing.json)")
@@ -44,14 +46,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the sampler from x_T down to t_m: DDIM (default, the paper's), or Karras' Heun sampler "
                         "(kar1) / with churn (kar2) in sigma space with about --prefix-steps NFE, h then read at t_m "
                         "with one more NFE (benchmarks/results/editing_generated_variants.json)")
-    p.add_argument("--prefix-s-tmin", type=float, default=None,
+    p.add_argument("--prefix-s-tmin", type=float_range(0), default=None,
                    help="kar2 prefix: churn only at sigma >= this (default: as `ddmkit sample`)")
-    p.add_argument("--prefix-s-tmax", type=float, default=None,
+    p.add_argument("--prefix-s-tmax", type=float_range(0), default=None,
                    help="kar2 prefix: churn only at sigma <= this (default: as `ddmkit sample`)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..output_guard import check_target
+    from .edit import check_common
+
+    check_common(args, "control.json")
+    if args.prefix_integrator != "ddim" and args.prefix_eta is not None:
+        raise DdmkitError(f"--prefix-eta applies to the DDIM prefix only, not --prefix-integrator {args.prefix_integrator}")
+    if args.prefix_integrator != "kar2" and (args.prefix_s_tmin is not None or args.prefix_s_tmax is not None):
+        raise DdmkitError("--prefix-s-tmin/--prefix-s-tmax apply to --prefix-integrator kar2 only")
+    args.prefix_eta = 1.0 if args.prefix_eta is None else args.prefix_eta
+    if args.prefix_steps < (1 if args.prefix_integrator == "ddim" else 2):
+        raise DdmkitError(f"--prefix-steps must be >= {1 if args.prefix_integrator == 'ddim' else 2} for the "
+                          f"{args.prefix_integrator} prefix, got {args.prefix_steps}")
+    with run_lock(check_target(args.out, "folder")):  # checked again under the lock
+        return _run_locked(args, check_common(args, "control.json"))
+
+
+def _run_locked(args: argparse.Namespace, out: Path) -> int:
     import time
 
     from .. import __version__
@@ -59,22 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from ..editing.boundaries import model_fingerprint
     from ..editing.edit import control
     from ..models.loading import load_model
-    from .edit import build_plans, check_common, write_folder
-    from .sample import resolve_device
+    from .edit import build_plans, write_folder
 
-    out = check_common(args)
-    if args.num < 1:
-        raise DdmkitError(f"--num must be >= 1, got {args.num}")
-    if args.prefix_integrator != "ddim" and args.prefix_eta is not None:
-        raise DdmkitError(f"--prefix-eta applies to the DDIM prefix only, not --prefix-integrator {args.prefix_integrator}")
-    if args.prefix_integrator != "kar2" and (args.prefix_s_tmin is not None or args.prefix_s_tmax is not None):
-        raise DdmkitError("--prefix-s-tmin/--prefix-s-tmax apply to --prefix-integrator kar2 only")
-    args.prefix_eta = 1.0 if args.prefix_eta is None else args.prefix_eta
-    if not args.prefix_eta >= 0:
-        raise DdmkitError(f"--prefix-eta must be >= 0, got {args.prefix_eta}")
-    if args.prefix_steps < (1 if args.prefix_integrator == "ddim" else 2):
-        raise DdmkitError(f"--prefix-steps must be >= {1 if args.prefix_integrator == 'ddim' else 2} for the "
-                          f"{args.prefix_integrator} prefix, got {args.prefix_steps}")
     prefix_options = {k: v for k, v in (("s_tmin", args.prefix_s_tmin), ("s_tmax", args.prefix_s_tmax)) if v is not None}
     denoiser = load_model(args.model, device=resolve_device(args.device))
     shape = tuple(unwrap(denoiser).sample_shape)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from ..output_guard import check_target, json_file_says, refuse_inputs
+from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
 
 EXAMPLE = ("example: ddmkit edit photo.png --boundary smiling --distance 20 --out runs/edit\n"
            "  ddmkit edit faces/ --boundary smiling --sweep -2x:2x:5 --out runs/sweep\n"
@@ -19,8 +23,6 @@ EXAMPLE = ("example: ddmkit edit photo.png --boundary smiling --distance 20 --ou
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     """Boundary, distance and generation options shared by `edit` and `control`."""
     import re
-
-    from .sample import add_model_argument
 
     # let values such as -1x and -20:20:5 through as values (argparse only knows -20 and -1.5)
     p._negative_number_matcher = re.compile(r"^-\.?\d")
@@ -45,20 +47,23 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--h-injection", choices=("single", "lagged", "none"), default="single",
                    help="single: h' in the first call after t_m only (the paper; default); lagged: the official "
                    "code's one-step-lagged feedback of h; none: z only")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta after the edit (default: 1, as in the paper)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--eta", type=float_range(0, 10), default=1.0, help="DDIM eta after the edit (default: 1, as in the paper)")
+    p.add_argument("--steps", type=int_range(2, MAX_STEPS), default=None,
                    help="DDIM grid points N for generation from t_m (N NFE; default: the boundary's N_inv, 40)")
     p.add_argument("--no-clip", action="store_true",
                    help="do not clamp the x0 estimate to the data range during generation (the official step); "
                    "default: clamp when the model does (clip_denoised, on for DDPMs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the eta > 0 noise (per image)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the eta > 0 noise (per image)")
     p.add_argument("--different-noise", action="store_true",
                    help="draw new noise for every distance of a sweep (default: the same noise for all)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=16)
     p.add_argument("--force", action="store_true",
                    help="use boundaries fitted for another model or t_m (shape mismatches are still refused)")
-    p.add_argument("--png-scale", type=int, default=None, help="upscaling of the strips (default: to ~128 px)")
-    p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--png-scale", type=int_range(1, 32), default=None,
+                   help="upscaling of the strips, 1..32 (default: to ~128 px)")
+    p.add_argument("--out", required=True, type=path_text,
+                   help="output folder (must not exist, or be empty; --overwrite replaces it)")
+    add_overwrite_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -91,19 +96,22 @@ def build_plans(args: argparse.Namespace, denoiser):
     return [EditPlan(list(zip(boundaries, dists)), conditions, args.space, args.move)]
 
 
-def check_common(args: argparse.Namespace) -> Path:
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DdmkitError(f"{out} exists and is not an empty folder; choose another --out")
-    if args.eta < 0:
-        raise DdmkitError(f"--eta must be >= 0, got {args.eta}")
-    if args.steps is not None and args.steps < 2:
-        raise DdmkitError(f"--steps must be >= 2, got {args.steps}")
-    if args.batch_size < 1:
-        raise DdmkitError("--batch-size must be >= 1")
+def check_common(args: argparse.Namespace, json_name: str, inputs=()) -> Path:
+    """Validate the shared options and the output folder before any work: OUT is new, empty, or (with
+    --overwrite) replaced at the end, and never an input of the command."""
+    out = check_target(args.out, "folder")
+    refuse_inputs([out], list(inputs) + model_input_paths(args.model) + _boundary_paths(args))
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        own = " (an earlier run's)" if json_file_says(out / json_name, command=json_name.split(".")[0]) else ""
+        raise DdmkitError(f"{out} exists and is not an empty folder{own}; choose another --out, or add --overwrite "
+                          "to replace it")
     if args.space == "h" and args.h_injection == "none":
         raise DdmkitError("--space h with --h-injection none edits nothing; use single or lagged")
     return out
+
+
+def _boundary_paths(args: argparse.Namespace) -> list[Path]:
+    return [Path(b) for b in list(args.boundary) + list(args.condition) if Path(b).exists()]
 
 
 def write_folder(out: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]], record: dict, json_name: str,
@@ -130,12 +138,17 @@ def write_folder(out: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]
             all_strips = np.concatenate(strips)
             save_png(tmp / "strip.png", all_strips, scale=scale or max(1, 128 // rows[0][1][0][1].shape[-1]))
         atomic_write_json(tmp / json_name, record)
-        if out.exists():
-            out.rmdir()  # an empty folder (checked before)
-        replace_dir(tmp, out)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give it a normal folder's mode
+        replace_dir(tmp, out)  # an empty folder, or (--overwrite, checked before) an old one: replaced whole
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def image_names(files: list[Path]) -> list[str]:
@@ -169,6 +182,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    src = Path(args.input)
+    with run_lock(check_target(args.out, "folder")):  # checked again under the lock: no run can slip in between
+        return _run_locked(args, src, check_common(args, "edit.json", inputs=[src]))
+
+
+def _run_locked(args: argparse.Namespace, src: Path, out: Path) -> int:
     import time
 
     from .. import __version__
@@ -177,10 +196,7 @@ def run(args: argparse.Namespace) -> int:
     from ..editing.boundaries import model_fingerprint
     from ..editing.edit import edit_images
     from ..models.loading import load_model
-    from .sample import resolve_device
 
-    out = check_common(args)
-    src = Path(args.input)
     if src.is_dir():
         files = list_images(src)
     elif src.is_file():

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .argtypes import path_text, seed
+from .common import on_main, run_lock
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", metavar="DIR", help="folder with samples.npz or PNG images")
     p.add_argument("--domain", choices=("faces", "digits"), default=None,
                    help="data domain (default: DIR/manifest.json's 'domain', else faces)")
-    p.add_argument("--reference-seed", type=int, default=None,
+    p.add_argument("--reference-seed", type=seed, default=None,
                    help="faces only: seed of the 10,000 reference faces (default: 30000000)")
     p.add_argument("--no-noise-floor", action="store_true", help="skip fd_noise_floor (faster)")
     p.add_argument("--no-cache", action="store_true", help="recompute the reference statistics")
@@ -31,7 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception-weights", metavar="PATH", default=None,
                    help="FID Inception weights weights-inception-2015-12-05-6726825d.pth "
                    "(default: $DDMKIT_INCEPTION_WEIGHTS, else the torch hub cache); implies --fid")
-    p.add_argument("--out", default=None, help="metrics file (default: DIR/metrics.json)")
+    p.add_argument("--out", default=None, type=path_text,
+                   help="metrics file (default: DIR/metrics.json); an existing file is replaced only if it is "
+                   "ddmkit's metrics (else add --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file that ddmkit did not write")
     p.add_argument("--device", default="auto",
                    help="device of the Inception network for --fid: auto (CUDA if present), cpu, cuda, cuda:N "
                    "(the small FD classifier runs on the CPU)")
@@ -49,23 +55,47 @@ def run(args: argparse.Namespace) -> int:
     domain = read_domain(folder, args.domain)
     if args.reference_seed is not None and domain != "faces":
         raise DdmkitError("--reference-seed applies to the faces only (the digits reference is the whole set)")
+    from .. import distributed
+
+    out = claim_metrics_file(args, folder)
+    with distributed.session(args.device) as dist, run_lock(out, dist):
+        on_main(dist, lambda: claim_metrics_file(args, folder))  # again under the lock
+        return _evaluate(args, folder, domain, out, dist)
+
+
+def is_metrics_file(path: Path) -> bool:
+    from ..output_guard import json_file_says
+
+    return json_file_says(path, fd=None, n=None)
+
+
+def claim_metrics_file(args: argparse.Namespace, folder: Path) -> Path:
+    """The metrics file: absent, an earlier ddmkit metrics file, or --overwrite; never an input."""
+    from ..output_guard import claim_files
+
+    out = Path(args.out) if args.out else folder / "metrics.json"
+    inputs = [folder / "samples.npz", folder / "manifest.json", folder / "images"]
+    return claim_files([out], overwrite=args.overwrite, inputs=inputs, owned=is_metrics_file)[0]
+
+
+def _evaluate(args: argparse.Namespace, folder: Path, domain: str, out: Path, dist) -> int:
+    from ..io import atomic_write_json
+    from ..metrics.evaluate import evaluate_images, load_samples
+
     want_fid = args.fid or args.inception_weights is not None
     if want_fid:
         from ..metrics.fid import check_fid_available
 
         check_fid_available(args.inception_weights)  # fail before the slow part
-    from .. import distributed
-
     x, source = load_samples(folder, domain)
-    with distributed.session(args.device) as dist:
-        metrics = evaluate_images(x, domain, reference_seed=args.reference_seed,
-                                  with_noise_floor=not args.no_noise_floor, use_cache=not args.no_cache, dist=dist)
-        fid = None
-        if want_fid:
-            from ..metrics.fid import fid_images
+    metrics = evaluate_images(x, domain, reference_seed=args.reference_seed,
+                              with_noise_floor=not args.no_noise_floor, use_cache=not args.no_cache, dist=dist)
+    fid = None
+    if want_fid:
+        from ..metrics.fid import fid_images
 
-            fid = fid_images(x, domain, inception_weights=args.inception_weights,
-                             reference_seed=args.reference_seed, device=dist.device, dist=dist)
+        fid = fid_images(x, domain, inception_weights=args.inception_weights,
+                         reference_seed=args.reference_seed, device=dist.device, dist=dist)
     if not dist.is_main:
         return 0
     metrics["source"] = source
@@ -73,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
     if want_fid:
         metrics["fid"] = fid
         metrics["fid_features"] = "Inception-v3 pool3 (torch-fidelity), reference as for fd"
-    out = Path(args.out) if args.out else folder / "metrics.json"
     atomic_write_json(out, metrics)
     floor = f" (noise floor at n={metrics['n']}: {metrics['fd_noise_floor']:.3f})" if "fd_noise_floor" in metrics else ""
     print(f"FD-{domain} {metrics['fd']:.3f}{floor}; metrics written to {out}")

@@ -15,6 +15,7 @@ The table (JSON) is rewritten after every row, so an interrupted search resumes 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -114,8 +115,10 @@ def tune_dmcmc(
     for i in integrators:
         if i not in INTEGRATORS:
             raise DdmkitError(f"unknown integrator {i!r}; choose from {', '.join(INTEGRATORS)}")
-    if not etas or any(e <= 0 for e in etas):
+    if not etas or any(not (math.isfinite(e) and e > 0) for e in etas):
         raise DdmkitError("--etas must be positive numbers")
+    if not skip_shares or any(not (math.isfinite(s) and 0 < s < 1) for s in skip_shares):
+        raise DdmkitError(f"--skip-shares must be numbers in (0, 1), got {', '.join(map(str, skip_shares))}")
     name, fn = metric or default_metric(denoiser)
     grid = settings_grid(target_nfe, integrators, etas, skip_shares)
     for integ in integrators:  # plain baselines at the same budget

@@ -362,17 +362,45 @@ def read_boundary_file(path: str | os.PathLike) -> AttributeBoundary:
         meta = json.loads(header["ddmkit_boundary"])
     except json.JSONDecodeError:
         raise DdmkitError(f"{path} has corrupt boundary metadata; refit it") from None
+    _check_meta(meta, path)
     spaces = {}
-    for s, info in meta.pop("spaces", {}).items():
+    for s, info in meta.pop("spaces").items():
         if f"{s}.normal" not in arrays:
             raise DdmkitError(f"{path} lacks the {s}-space normal its metadata lists; refit it")
+        normal = arrays[f"{s}.normal"]
+        if normal.dtype.kind != "f" or normal.ndim < 1 or not np.isfinite(normal).all() or not np.abs(normal).sum() > 0:
+            raise DdmkitError(f"{path}: its {s}-space normal is not a finite, non-zero float array; refit it")
         stats = {k: v for k, v in info.items() if k not in ("shape", "intercept")}
-        spaces[s] = Boundary(space=s, normal=arrays[f"{s}.normal"].astype(np.float32),
-                             coef=arrays.get(f"{s}.coef", arrays[f"{s}.normal"]).astype(np.float64),
-                             intercept=float(arrays.get(f"{s}.intercept", np.zeros(1))[0]), stats=stats)
+        spaces[s] = Boundary(space=s, normal=normal.astype(np.float32),
+                             coef=arrays.get(f"{s}.coef", normal).astype(np.float64),
+                             intercept=float(np.asarray(arrays.get(f"{s}.intercept", np.zeros(1))).reshape(-1)[0]),
+                             stats=stats)
     if not spaces:
         raise DdmkitError(f"{path} holds no normals; refit it")
     return AttributeBoundary(spaces=spaces, meta=meta, path=str(path))
+
+
+def _check_meta(meta, path) -> None:
+    """The metadata a boundary file must carry, with the types the editing code relies on."""
+    problem = None
+    if not isinstance(meta, dict):
+        problem = "is not a JSON object"
+    elif not isinstance(meta.get("spaces"), dict) or not all(isinstance(v, dict) for v in meta["spaces"].values()):
+        problem = "has no 'spaces' table"
+    elif set(meta["spaces"]) - {"z", "h"}:
+        problem = f"names unknown spaces {sorted(set(meta['spaces']) - {'z', 'h'})}"
+    elif not (isinstance(meta.get("t_m"), int) and meta["t_m"] >= 1):
+        problem = "has no integer t_m >= 1"
+    elif not (isinstance(meta.get("n_inv"), int) and meta["n_inv"] >= 2):
+        problem = "has no integer n_inv >= 2"
+    elif meta.get("h_source", "last") not in ("last", "tm"):
+        problem = f"has h_source {meta.get('h_source')!r} (not 'last' or 'tm')"
+    elif not isinstance(meta.get("hspace_module", DEFAULT_MODULE), str):
+        problem = "has a non-text hspace_module"
+    elif not isinstance(meta.get("model", {}), dict):
+        problem = "has a malformed model fingerprint"
+    if problem:
+        raise DdmkitError(f"{path}: its boundary metadata {problem}; refit it with `ddmkit boundary fit`")
 
 
 def check_boundary(boundary: AttributeBoundary, denoiser, *, t_m: int | None = None,

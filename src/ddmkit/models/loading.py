@@ -136,16 +136,20 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)|global[^\n]*?[`'\"]([\w.]+)[`'\"]", str(e))
         what = next((g for g in (found.groups() if found else ()) if g), None)
-        if what or "weights_only" in str(e) or "Unsupported" in str(e):
+        garbage = re.search(r"Unsupported operand|invalid load key|could not find MARK|stack underflow|truncated|"
+                            r"pickle data was|unpickling stack|EOF", str(e)) is not None
+        if what or (not garbage and ("weights_only" in str(e) or "Unsupported" in str(e))):
             raise ModelLoadError(
                 f"{path} needs arbitrary code to unpickle ({what or 'a non-tensor object'}); ddmkit only reads "
                 "tensors, numbers and containers (torch.load weights_only=True) or safetensors. Re-save only the "
                 "state dict (torch.save(model.state_dict(), ...)) where you trust the file"
             ) from None
-        raise ModelLoadError(f"{path} is truncated or not a PyTorch checkpoint (unpickling failed: {e}); re-copy it") from None
+        detail = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith(("Unsupported", "invalid"))),
+                      (str(e).splitlines() or [""])[0][:80])
+        raise ModelLoadError(f"{path} is truncated or not a PyTorch checkpoint (unpickling failed: {detail}); re-copy it") from None
     except Exception as e:  # RuntimeError (zip central directory), EOFError, ...
         raise ModelLoadError(
-            f"{path} is truncated or not a PyTorch checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
+            f"{path} is truncated or not a PyTorch checkpoint ({e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
             "re-copy it"
         ) from None
 
