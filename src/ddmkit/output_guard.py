@@ -93,12 +93,18 @@ def check_target(path: str | os.PathLike, kind: str = "folder", option: str = "-
 
 
 def _writable(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (a read-only mount, missing permission, or a pseudo
+    filesystem says no): checked by creating and removing an empty hidden file, since root passes
+    every permission test."""
     try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK | os.X_OK):
             return False
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".ddmkit-write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+        return True
     except OSError:
         return False
-    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _same_or_inside(inner: Path, outer: Path) -> bool:

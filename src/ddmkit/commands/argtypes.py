@@ -19,12 +19,16 @@ MAX_BATCH = 100_000
 SEED_LIMIT = 2**64
 
 
+def _num(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _fmt(lo: float | None, hi: float | None, low_open: bool, high_open: bool) -> str:
     parts = []
     if lo is not None:
-        parts.append(f"{'>' if low_open else '>='} {lo:g}")
+        parts.append(f"{'>' if low_open else '>='} {_num(lo)}")
     if hi is not None:
-        parts.append(f"{'<' if high_open else '<='} {hi:g}")
+        parts.append(f"{'<' if high_open else '<='} {_num(hi)}")
     return " and ".join(parts)
 
 
