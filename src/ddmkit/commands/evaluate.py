@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fid", action="store_true", help="also compute the standard Inception FID")
     p.add_argument("--inception-weights", metavar="PATH", default=None,
                    help="FID Inception weights weights-inception-2015-12-05-6726825d.pth (torch-fidelity's; "
-                   f"default: ${WEIGHTS_ENV}, else the torch hub cache); implies --fid")
+                   f"default: ${WEIGHTS_ENV}, else the torch hub cache); implies --fid, except with --save-stats alone")
     p.add_argument("--ref", metavar="DIR", default=None,
                    help="FID reference: a folder of real images (same resolution as the samples); implies --fid")
     p.add_argument("--ref-stats", metavar="FILE", default=None,
@@ -70,7 +70,7 @@ def request_from_args(args: argparse.Namespace):
 
     weights, label = args.inception_weights, "--inception-weights"
     if weights is None and os.environ.get(WEIGHTS_ENV):
-        weights, label = os.environ[WEIGHTS_ENV], f"{WEIGHTS_ENV}="
+        weights, label = os.environ[WEIGHTS_ENV], WEIGHTS_ENV
     return EvaluationRequest(domain=args.domain, panel=args.panel, reference_seed=args.reference_seed,
                              fid=args.fid, inception_weights=weights, weights_label=label, ref=args.ref,
                              ref_stats=args.ref_stats, save_stats=args.save_stats)

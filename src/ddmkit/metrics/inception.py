@@ -69,13 +69,13 @@ def check_weights_file(path: str | os.PathLike | None, label: str = "Inception w
     else:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise DdmkitError(f"{label} {p} not found; {HOW}")
+            raise DdmkitError(f"{label}: {p} not found; {HOW}")
     size = p.stat().st_size
     if size > MAX_BYTES:
-        raise DdmkitError(f"{label} {p} is {size / 2**20:.0f} MB, far larger than the 92 MB FID Inception; {HOW}")
+        raise DdmkitError(f"Inception weights {p} are {size / 2**20:.0f} MB, far larger than the 92 MB FID Inception; {HOW}")
     digest = sha256_of(p)
     if p.name == PUBLISHED_FILE and not digest.startswith(PUBLISHED_SHA256_PREFIX):
-        raise DdmkitError(f"{label} {p} has the published name but sha256 {digest[:16]}..., not "
+        raise DdmkitError(f"Inception weights {p} have the published name but sha256 {digest[:16]}..., not "
                           f"{PUBLISHED_SHA256_PREFIX}...: a corrupt or different file; download it again from "
                           f"{PUBLISHED_URL}")
     return InceptionWeights(p, digest)

@@ -12,7 +12,7 @@ computes.
 What is scored:
 - FD-<domain> when the domain is known (the request's, else the folder's record, else "faces" when no
   FID reference option -- ref, ref_stats, save_stats -- is given);
-- FID when asked (`fid`, `inception_weights`, `ref` or `ref_stats`), against `ref` (a folder that
+- FID when asked (`fid`, `ref`, `ref_stats`, or `inception_weights` without `save_stats`), against `ref` (a folder that
   `ddmkit.metrics.images` reads), `ref_stats` (pytorch-fid's mu/sigma), else the domain's FD reference set;
 - the samples' Inception statistics when `save_stats` is given.
 """
@@ -48,7 +48,8 @@ class EvaluationRequest:
 
     @property
     def wants_fid(self) -> bool:
-        return bool(self.fid or self.inception_weights or self.ref or self.ref_stats)
+        """--fid, a reference, or Inception weights given for anything but --save-stats alone."""
+        return bool(self.fid or self.ref or self.ref_stats or (self.inception_weights and not self.save_stats))
 
 
 @dataclass
