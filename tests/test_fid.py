@@ -260,14 +260,14 @@ def test_weights_routes_and_checks(weights, tmp_path, capsys, monkeypatch):
 # ------------------------------------------------------------------ FID against real data
 
 def test_fid_against_folder_and_stats_file_agree_with_direct_features(weights, tmp_path, capsys):
-    samples = sample_folder(tmp_path / "s", 6, 11)
-    ref = faces_folder(tmp_path / "ref", 7, 12)
+    samples = sample_folder(tmp_path / "s", 4, 11)
+    ref = faces_folder(tmp_path / "ref", 5, 12)
     w = ["--inception-weights", weights]
     run_ok(["evaluate", samples, "--ref", ref, "--save-stats", tmp_path / "s.npz", *w], capsys)
     m = json.loads((samples / "metrics.json").read_text())
-    assert "fd" not in m and m["n"] == 6 and m["fid_n"] == 6 and m["fid_reference"]["n"] == 7
+    assert "fd" not in m and m["n"] == 4 and m["fid_n"] == 4 and m["fid_reference"]["n"] == 5
     out = run_ok(["evaluate", ref, "--save-stats", tmp_path / "ref.npz", *w], capsys)
-    assert "7 images written" in out and not (ref / "metrics.json").exists()  # stats only
+    assert "5 images written" in out and not (ref / "metrics.json").exists()  # stats only
     run_ok(["evaluate", samples, "--ref-stats", tmp_path / "ref.npz", "--out", tmp_path / "m2.json", *w], capsys)
     assert json.loads((tmp_path / "m2.json").read_text())["fid"] == pytest.approx(m["fid"], rel=1e-9)
 
@@ -279,7 +279,7 @@ def test_fid_against_folder_and_stats_file_agree_with_direct_features(weights, t
         (feats,) = model(torch.from_numpy(u8))
     feats = feats.double().numpy()
     with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
-        assert z["mu"].shape == (2048,) and z["sigma"].shape == (2048, 2048) and int(z["n"]) == 6
+        assert z["mu"].shape == (2048,) and z["sigma"].shape == (2048, 2048) and int(z["n"]) == 4
         np.testing.assert_allclose(z["mu"], feats.mean(0), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(z["sigma"], np.cov(feats, rowvar=False), rtol=1e-5, atol=1e-9)
     assert m["fid"] > 1e-6  # different faces: the random network still tells the sets apart
@@ -359,3 +359,21 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def test_fid_under_two_workers_equals_one(weights, tmp_path, capsys):
+    """Under torchrun each worker embeds its block of samples and reference; the sums are all-reduced."""
+    from test_distributed import torchrun
+
+    samples = sample_folder(tmp_path / "s", 5, 21)
+    ref = faces_folder(tmp_path / "ref", 5, 22)
+    args = ["evaluate", samples, "--ref", ref, "--inception-weights", weights, "--device", "cpu"]
+    run_ok([*args, "--out", tmp_path / "one.json", "--save-stats", tmp_path / "one.npz"], capsys)
+    res = torchrun([*args, "--out", tmp_path / "two.json", "--save-stats", tmp_path / "two.npz"], tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert two["world_size"] == 2 and two["fid_n"] == one["fid_n"] == 5
+    assert two["fid"] == pytest.approx(one["fid"], rel=1e-6)
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+        np.testing.assert_allclose(a["mu"], b["mu"], rtol=1e-6, atol=1e-9)
+        assert int(a["n"]) == int(b["n"]) == 5
