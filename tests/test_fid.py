@@ -218,6 +218,14 @@ def test_crafted_pickle_never_runs_through_any_weights_route(tmp_path, capsys, m
     # ... and were the digest to match, the tensors-only load still refuses it
     monkeypatch.setattr(inception, "PUBLISHED_SHA256_PREFIX", hashlib.sha256(hub.read_bytes()).hexdigest()[:8])
     run_bad(["evaluate", samples, "--fid", "--domain", "faces"], capsys, "tensors only", "io.open")
+    # the other files FID reads: a statistics file and samples.npz holding pickled objects
+    crafted_npz = tmp_path / "w" / "crafted.npz"
+    np.savez(crafted_npz, mu=np.array([Crafted(marker)], dtype=object), sigma=np.eye(2))
+    run_bad(["evaluate", samples, "--ref-stats", crafted_npz], capsys, "cannot read")
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    np.savez(evil / "samples.npz", x=np.array([Crafted(marker)] * 2, dtype=object))
+    run_bad(["evaluate", evil, "--ref-stats", crafted_npz], capsys, "cannot read")
     assert not marker.exists()
     assert listing(samples) == before  # nothing written
 

@@ -21,7 +21,8 @@ DESCRIPTION = (
     "frequencies; the domain is --domain, else the folder's record, else faces (with --ref, --ref-stats or "
     "--save-stats: only when named). FID (--fid): Inception-v3 pool3 features through torch-fidelity's "
     f"extractor ({INSTALL}) with the FID weights from --inception-weights, ${WEIGHTS_ENV} or the torch hub "
-    "cache, loaded as tensors only; images enter as uint8 RGB (samples quantised as their PNGs, grey repeated) and are resized to 299x299 with TensorFlow's bilinear inside the "
+    "cache, loaded as tensors only; images enter as uint8 RGB (samples quantised as their PNGs, grey "
+    "repeated) and are resized to 299x299 with TensorFlow's bilinear inside the "
     "extractor; the reference is --ref DIR (images of the samples' resolution), --ref-stats FILE.npz "
     "(pytorch-fid's mu/sigma), else the FD reference set. --save-stats FILE.npz writes the samples' mu/sigma."
 )
