@@ -97,6 +97,7 @@ def _run_locked(args: argparse.Namespace, out: Path) -> int:
             for i, n in enumerate(names)]
     record = {
         "command": "control", "ddmkit_version": __version__, "model": args.model,
+        "domain": getattr(denoiser, "domain", None),
         "model_identity": model_fingerprint(denoiser), "num": args.num, "settings": res.settings,
         "edits": [{"index": k, "file": f"edit_{k:02d}.png", "plan": p.describe(), "distances_used": res.distances_used[k]}
                   for k, p in enumerate(plans)],

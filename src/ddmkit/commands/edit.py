@@ -224,6 +224,7 @@ def _run_locked(args: argparse.Namespace, src: Path, out: Path) -> int:
     n_calls = max(1, -(-len(x) // args.batch_size))
     record = {
         "command": "edit", "ddmkit_version": __version__, "model": args.model, "model_identity": model_fingerprint(denoiser),
+        "domain": getattr(denoiser, "domain", None),
         "settings": res.settings,
         "edits": [{"index": k, "file": f"edit_{k:02d}.png", "plan": p.describe(), "distances_used": res.distances_used[k]}
                   for k, p in enumerate(plans)],
