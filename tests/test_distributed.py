@@ -110,12 +110,12 @@ REDUCE_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     from ddmkit import distributed
-    from ddmkit.metrics.frechet import FeatureStats
+    from ddmkit.metrics.frechet import FeatureStats, reduce_over_workers
     feats = np.random.default_rng(0).normal(size=(9, 5))
     with distributed.session("cpu") as dist:
         lo, hi = (0, 0) if dist.rank == 0 else (0, 9)  # worker 0 has no features at all
         lo, hi = distributed.block(9, dist.rank, 2) if sys.argv[1] == "block" else (lo, hi)
-        s = distributed.reduce_feature_stats(FeatureStats.from_features(feats[lo:hi]) if hi > lo else FeatureStats(), dist)
+        s = reduce_over_workers(FeatureStats.from_features(feats[lo:hi]) if hi > lo else FeatureStats(), dist)
         if dist.is_main:
             print(json.dumps({"count": s.count, "sum": s.sum.tolist(), "outer": s.outer.tolist()}))
 """)

@@ -26,9 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+from ..data.folders import load_digits_images
+from ..distributed import block
 from ..errors import DdmkitError
+from ..io import atomic_save_npz, atomic_write_json
 from .classifiers import DOMAINS, load_attribute_classifier, weights_digest
-from .frechet import FeatureStats, frechet_distance
+from .frechet import FeatureStats, frechet_distance, reduce_over_workers
 from .images import folder_record, read_image_set
 
 REFERENCE_SEED = 30_000_000
@@ -94,7 +98,6 @@ def _extract(x: np.ndarray, domain: str) -> tuple[FeatureStats, np.ndarray]:
 
 
 def _faces(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from ..data.faces import sample_faces, to_tensor_range
 
     images, labels = sample_faces(num, seed=seed)
     return to_tensor_range(images), labels
@@ -103,7 +106,6 @@ def _faces(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=2)
 def _digits_features(digest: str) -> tuple[np.ndarray, np.ndarray]:
     """Classifier features and labels of all 1,797 digits (per process, per classifier)."""
-    from ..data.folders import load_digits_images
 
     x, labels = load_digits_images(RESOLUTION)
     return load_attribute_classifier("digits").extract(x, _BATCH)[0], labels
@@ -111,7 +113,6 @@ def _digits_features(digest: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _frequencies(domain: str, labels: np.ndarray) -> dict[str, float]:
     if domain == "faces":
-        from ..data.faces import ATTRIBUTES
 
         return {a: float(v) for a, v in zip(ATTRIBUTES, labels.mean(axis=0))}
     return {str(k): float((labels == k).mean()) for k in range(10)}
@@ -150,7 +151,6 @@ def reference_statistics(domain: str, reference_seed: int | None = None, use_cac
     freq = _frequencies(domain, labels)
     if use_cache:
         try:
-            from ..io import atomic_save_npz
 
             atomic_save_npz(path, **stats.to_dict(), frequencies=np.array(json.dumps(freq)))
         except OSError:
@@ -199,7 +199,6 @@ def noise_floor(domain: str, n: int, reference: FeatureStats | None = None, refe
     result = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(m), "repeats": repeats}
     if use_cache:
         try:
-            from ..io import atomic_write_json
 
             atomic_write_json(path, result)
         except OSError:
@@ -212,11 +211,10 @@ def sample_statistics(x: np.ndarray, domain: str, dist: Any = None) -> tuple[Fea
     several workers, worker k takes the k-th contiguous block of x and the sums (features, outer
     products, label counts) are all-reduced: no image or feature leaves its worker."""
     if dist is not None and dist.enabled:
-        from ..distributed import block, reduce_feature_stats
 
         lo, hi = block(len(x), dist.rank, dist.world_size)
         stats, probs = _extract(x[lo:hi], domain)
-        stats = reduce_feature_stats(stats, dist)
+        stats = reduce_over_workers(stats, dist)
     else:
         stats, probs = _extract(x, domain)
     if domain == "faces":
@@ -231,7 +229,6 @@ def sample_statistics(x: np.ndarray, domain: str, dist: Any = None) -> tuple[Fea
     n = max(stats.count, 1)
     shares = np.asarray(counts, np.float64) / n
     if domain == "faces":
-        from ..data.faces import ATTRIBUTES
 
         k = len(ATTRIBUTES)
         labels = {"attribute_frequency": {a: float(v) for a, v in zip(ATTRIBUTES, shares[:k])},

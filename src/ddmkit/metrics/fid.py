@@ -28,9 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from ..data.faces import sample_faces
+from ..data.folders import load_digits_images
+from ..distributed import block
 from ..errors import DdmkitError
-from .frechet import FeatureStats, frechet_distance_gaussians
+from ..io import atomic_save_npz
+from .evaluate import REFERENCE_NUM, REFERENCE_SEED
+from .frechet import FeatureStats, frechet_distance_gaussians, reduce_over_workers
 from .images import ImageSet
+from .inception import load_extractor
 
 FID_DIM = 2048
 BATCH = 50
@@ -45,7 +51,6 @@ def inception_stats(images: ImageSet, model, batch_size: int = BATCH, dist: Any 
 
     lo, hi = 0, images.n
     if dist is not None and dist.enabled:
-        from ..distributed import block, reduce_feature_stats
 
         lo, hi = block(images.n, dist.rank, dist.world_size)
     device = next(model.parameters()).device
@@ -56,7 +61,7 @@ def inception_stats(images: ImageSet, model, batch_size: int = BATCH, dist: Any 
             (f,) = model(torch.from_numpy(np.ascontiguousarray(u8)).to(device))
             stats.update(f.double().cpu().numpy())
     if dist is not None and dist.enabled:
-        stats = reduce_feature_stats(stats, dist)
+        stats = reduce_over_workers(stats, dist)
     return stats
 
 
@@ -127,7 +132,6 @@ def check_stats_target(path: str | os.PathLike, *protected: str | os.PathLike | 
 
 def write_stats(path: str | os.PathLike, stats: FeatureStats, weights_sha256: str) -> None:
     """Write pytorch-fid's mu/sigma format (plus n and the Inception weights' sha256), atomically."""
-    from ..io import atomic_save_npz
 
     atomic_save_npz(path, mu=stats.mean, sigma=stats.cov, n=np.array(stats.count, np.int64),
                     weights_sha256=np.array(weights_sha256))
@@ -144,16 +148,13 @@ def fid_value(stats: FeatureStats, reference: FeatureStats | dict[str, Any]) -> 
 
 def domain_reference(domain: str, reference_seed: int | None = None, num: int | None = None) -> ImageSet:
     """The FD-faces / FD-digits reference sets as uint8 images, for FID against them."""
-    from .evaluate import REFERENCE_NUM, REFERENCE_SEED
 
     if domain == "faces":
-        from ..data.faces import sample_faces
 
         seed = REFERENCE_SEED if reference_seed is None else reference_seed
         x = sample_faces(num or REFERENCE_NUM, seed=seed)[0].transpose(0, 3, 1, 2).copy()
         return ImageSet(f"sample_faces({len(x)}, seed={seed})", len(x), 3, 32, 32, array=x)
     if domain == "digits":
-        from ..data.folders import load_digits_images
 
         x = load_digits_images(32)[0][:num]
         return ImageSet(f"sklearn digits ({len(x)})", len(x), 1, 32, 32, array=x)
@@ -165,7 +166,6 @@ def fid_images(x: Any, reference: Any = "faces", *, inception_weights: str | os.
                ) -> float:
     """FID of images x (N, C, H, W) (float in `data_range`, or uint8) against `reference`: a domain
     ("faces", "digits"), an ImageSet, a FeatureStats or read_stats' dict. One process."""
-    from .inception import load_extractor
 
     x = np.asarray(x)
     samples = check_fid_images(ImageSet("x", len(x), *(x.shape[1:] + (0, 0, 0))[:3], array=x, data_range=data_range))

@@ -134,3 +134,25 @@ def frechet_distance_gaussians(mu1, cov1, mu2, cov2) -> float:
 def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
     """Frechet distance between the Gaussians fitted to two `FeatureStats`."""
     return frechet_distance_gaussians(stats_a.mean, stats_a.cov, stats_b.mean, stats_b.cov)
+
+
+def reduce_over_workers(stats: FeatureStats, dist) -> FeatureStats:
+    """`FeatureStats` summed over the workers of `dist` (a `ddmkit.distributed.Dist`): count, sum and
+    outer products in float64; a worker with no features adds 0."""
+    if not dist.enabled:
+        return stats
+    dims = dist.all_gather_object(stats.dim)
+    known = {d for d in dims if d is not None}
+    if len(known) > 1:
+        raise DdmkitError(f"workers computed features of different dimensions {sorted(known)}")
+    if not known:
+        return FeatureStats()
+    dim = known.pop()
+    local = stats if stats.dim is not None else FeatureStats(dim)
+    flat = np.concatenate([[float(local.count)], local.sum, local.outer.ravel()])
+    total = dist.all_reduce_sum(flat)
+    out = FeatureStats(dim)
+    out.count = int(round(total[0]))
+    out.sum = total[1 : 1 + dim].copy()
+    out.outer = total[1 + dim :].reshape(dim, dim).copy()
+    return out
