@@ -29,10 +29,10 @@ import torch.nn.functional as F
 
 from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
 from ..data.folders import load_digits_images
+from ..assets import judge_paths
 from ..errors import DdmkitError, ModelLoadError
 from ..io import atomic_write_bytes, atomic_write_json
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 DOMAINS = ("faces", "digits")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
@@ -124,9 +124,12 @@ def _check_domain(domain: str) -> None:
 
 
 def weights_paths(domain: str, weights_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """The judge classifier's files: the shipped ones (`ddmkit.assets`), or those under `weights_dir`."""
     _check_domain(domain)
-    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    return d / f"{domain}_classifier.safetensors", d / f"{domain}_classifier.json"
+    shipped = judge_paths(domain)
+    if weights_dir is None:
+        return shipped
+    return Path(weights_dir) / shipped[0].name, Path(weights_dir) / shipped[1].name
 
 
 def weights_digest(domain: str, weights_dir: str | Path | None = None) -> str:
