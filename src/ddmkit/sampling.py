@@ -19,8 +19,6 @@ from .errors import DdmkitError
 from .integrators import PerSampleGenerator, get_integrator, tweedie
 from .schedules import geometric_sigmas, karras_sigmas, vp_timestep_sigmas
 
-# The paper's kar2 constants assume data in [0, 1]; sigma levels scale with the data's width.
-_KAR2_LEVEL_OPTIONS = ("s_tmin", "s_tmax")
 
 
 def data_scale(denoiser: Denoiser) -> float:
@@ -41,21 +39,21 @@ def make_schedule(
     sigma_lo: float,
     denoiser: Denoiser | None = None,
 ) -> torch.Tensor:
-    """(B, M) schedule for `integrator` with `steps` (the spec's N) from each sample's sigma_start."""
-    get_integrator(integrator)
+    """(B, M) schedule for `integrator` with `steps` (the spec's N) from each sample's sigma_start:
+    the grid its registry entry names (`ddmkit.integrators.Integrator.grid`)."""
+    spec = get_integrator(integrator)
     if int(steps) != steps or steps < 1:
         raise DdmkitError(f"--steps must be an integer >= 1, got {steps}")
+    spec.check_steps(steps)
     sigma_start = torch.as_tensor(sigma_start, dtype=torch.float64).reshape(-1)
-    if integrator in ("kar1", "kar2"):
-        if steps < 2:
-            raise DdmkitError(f"{integrator} needs --steps >= 2 (N grid points including the final 0)")
+    if spec.grid == "karras":
         return karras_sigmas(steps, sigma_lo, sigma_start)
-    if integrator in ("rd", "em", "pf"):
+    if spec.grid == "geometric":
         return geometric_sigmas(steps, sigma_lo, sigma_start)
-    if integrator == "rk45":
+    if spec.grid == "rk45":
         lo = torch.full_like(sigma_start, sigma_lo).minimum(sigma_start)
         return torch.stack([sigma_start, lo, torch.zeros_like(sigma_start)], dim=1).float()
-    # ddim: evenly spaced discrete timesteps for DDPM models, a geometric grid otherwise
+    # "ddim": evenly spaced discrete timesteps for DDPM models, a geometric grid otherwise
     inner = unwrap(denoiser) if denoiser is not None else None
     if isinstance(inner, VPEpsDenoiser):
         return vp_timestep_sigmas(inner.sigmas, steps, sigma_start)
@@ -63,12 +61,12 @@ def make_schedule(
 
 
 def integrator_options(integrator: str, denoiser: Denoiser, options: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill in defaults that depend on the model (kar2's sigma window scales with the data range)."""
+    """Fill in defaults that depend on the model: options in [0, 1]-data units scale with the data
+    range's width (kar2's churn window)."""
     opts = dict(options or {})
-    if integrator == "kar2":
-        scale = data_scale(denoiser)
-        opts.setdefault("s_tmin", 0.05 * scale)
-        opts.setdefault("s_tmax", 1.0 * scale)
+    scale = data_scale(denoiser)
+    for key, value in get_integrator(integrator).data_scaled:
+        opts.setdefault(key, value * scale)
     return opts
 
 

@@ -108,16 +108,23 @@ def resolve_eta_flags(args: argparse.Namespace) -> None:
 
 
 def integrator_options_from_args(args: argparse.Namespace) -> dict:
+    """The integrator options given as flags (--s-churn for s_churn, ...; ddim's eta is --eta/--ddim-eta),
+    refused for an integrator that does not take them (the registry reads each one's signature)."""
+    from ..integrators import INTEGRATORS, get_integrator
+
+    spec = get_integrator(args.integrator)
+    owners: dict[str, list[str]] = {}
+    for name, other in INTEGRATORS.items():
+        for opt in other.options:
+            owners.setdefault(opt, []).append(name)
     opts = {}
-    for flag, key, integrators in (("eta", "eta", ("ddim",)), ("s_churn", "s_churn", ("kar2",)),
-                                   ("s_noise", "s_noise", ("kar2",)),
-                                   ("s_tmin", "s_tmin", ("kar2",)), ("s_tmax", "s_tmax", ("kar2",)), ("rtol", "rtol", ("rk45",)),
-                                   ("atol", "atol", ("rk45",))):
-        value = getattr(args, flag, None)
-        if value is not None:
-            if args.integrator not in integrators:
-                raise DdmkitError(f"--{flag.replace('_', '-')} applies to {'/'.join(integrators)} only, not {args.integrator}")
-            opts[key] = value
+    for opt, names in owners.items():
+        value = getattr(args, opt, None)
+        if value is None:
+            continue
+        if opt not in spec.options:
+            raise DdmkitError(f"--{opt.replace('_', '-')} applies to {'/'.join(names)} only, not {args.integrator}")
+        opts[opt] = value
     return opts
 
 
@@ -147,9 +154,7 @@ def validate_sample_arguments(args: argparse.Namespace) -> dict:
     """Check the flags before anything is loaded or written; returns the integrator options."""
     from ..integrators import get_integrator, validate_options
 
-    get_integrator(args.integrator)
-    if args.integrator in ("kar1", "kar2") and args.steps < 2:
-        raise DdmkitError(f"{args.integrator} needs --steps >= 2 (N grid points including the final 0)")
+    get_integrator(args.integrator).check_steps(args.steps)
     resolve_eta_flags(args)
     args.options = integrator_options_from_args(args)
     validate_options(args.integrator, args.options)

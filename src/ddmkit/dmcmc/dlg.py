@@ -55,7 +55,7 @@ import torch
 
 from ..denoisers import Denoiser, NFECounter, append_dims, unwrap
 from ..errors import DdmkitError
-from ..integrators import INTEGRATORS, PerSampleGenerator
+from ..integrators import PerSampleGenerator, get_integrator
 from ..sampling import check_seed, clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
 from .classifier import NoiseLevelClassifier
 
@@ -129,10 +129,9 @@ class DLGConfig:
     divergence_factor: float = 10.0
 
     def validate(self) -> None:
-        if self.integrator not in INTEGRATORS:
-            raise DdmkitError(f"unknown integrator {self.integrator!r}; choose one of {', '.join(INTEGRATORS)}")
-        if int(self.steps) != self.steps or self.steps < (2 if self.integrator in ("kar1", "kar2") else 1):
-            raise DdmkitError(f"--steps must be an integer >= {2 if self.integrator in ('kar1', 'kar2') else 1} for {self.integrator}")
+        spec = get_integrator(self.integrator)
+        if int(self.steps) != self.steps or self.steps < spec.min_steps:
+            raise DdmkitError(f"--steps must be an integer >= {spec.min_steps} for {self.integrator}")
         if not (self.eta > 0 and math.isfinite(self.eta)):
             raise DdmkitError(f"the DLG step size eta must be > 0, got {self.eta}")
         if int(self.n_skip) != self.n_skip or self.n_skip < 0:

@@ -24,7 +24,7 @@ import torch
 
 from ..denoisers import Denoiser, unwrap
 from ..errors import DdmkitError
-from ..integrators import INTEGRATORS
+from ..integrators import INTEGRATORS, get_integrator
 from ..io import atomic_write_json
 from ..sampling import sample
 from .classifier import NoiseLevelClassifier
@@ -36,23 +36,12 @@ DEFAULT_SKIP_SHARES = (0.2, 0.4, 0.6)
 
 def integrator_nfe(integrator: str, steps: int) -> int | None:
     """NFE of one integration with `steps` (the spec's N); None for rk45 (adaptive)."""
-    if integrator in ("kar1", "kar2"):
-        return 2 * steps - 3
-    if integrator == "rk45":
-        return None
-    return steps
+    return get_integrator(integrator).nfe(steps)
 
 
 def max_steps(integrator: str, budget: int) -> int | None:
     """The largest N whose integrator NFE fits `budget` (None if none does)."""
-    lo = 2 if integrator in ("kar1", "kar2") else 1
-    if integrator == "rk45":
-        return 1
-    best = None
-    n = lo
-    while integrator_nfe(integrator, n) <= budget:
-        best, n = n, n + 1
-    return best
+    return get_integrator(integrator).max_steps(budget)
 
 
 def settings_grid(target_nfe: int, integrators: Sequence[str], etas: Sequence[float],
