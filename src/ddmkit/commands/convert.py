@@ -50,10 +50,6 @@ def run(args: argparse.Namespace) -> int:
         raise DdmkitError(f"convert needs {', '.join(missing)} (or --list); see ddmkit convert --help")
     if args.format != "diffusers" and not args.config:
         raise DdmkitError(f"--format {args.format} needs --config NAME; names: {', '.join(configs.arch_names(args.format))}")
-    from ..models.loading import (
-        _find_scheduler_config, _find_unet_dir, _load_unet, convert_raw_checkpoint, file_sha256, save_diffusers_folder,
-    )
-
     from ..output_guard import check_target, refuse_inputs
     from .common import run_lock
 
