@@ -120,6 +120,34 @@ def clamp_to_range(denoiser: Denoiser, x: torch.Tensor) -> torch.Tensor:
     return x.clamp(rng[0], rng[1]) if rng else x
 
 
+def plan_batches(num: int, batch_size: int, indices: Sequence[int] | None = None,
+                 batches: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+    """The batches of sample indices a run draws: given ones (non-empty), else `indices` (default
+    0..num-1) cut into runs of `batch_size`."""
+    if batches is not None:
+        return [[int(i) for i in b] for b in batches if len(b)]
+    indices = list(range(num)) if indices is None else [int(i) for i in indices]
+    return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+
+
+@torch.no_grad()
+def sample_batch(denoiser: Denoiser, batch: Sequence[int], *, seed: int, sigma_start: float, integrator: str,
+                 steps: int, sigma_lo: float, use_tweedie: bool = True,
+                 options: dict[str, Any] | None = None) -> tuple[torch.Tensor, int]:
+    """The samples `batch` of a run: x_T = sigma_start * noise from each sample's own seed, integrated
+    (and Tweedie-denoised at sigma_lo); returns them clamped to the data range on the CPU, and the NFE."""
+    inner = unwrap(denoiser)
+    gen = PerSampleGenerator([sample_seed(seed, i) for i in batch], device="cpu")
+    x = gen.randn((len(batch),) + tuple(inner.sample_shape)).to(inner.device) * sigma_start
+    start = torch.full((len(batch),), sigma_start, dtype=torch.float64)
+    x, nfe = integrate(denoiser, x, start, integrator, steps, generator=gen, sigma_lo=sigma_lo,
+                       tweedie_sigma=sigma_lo if use_tweedie else None, options=options)
+    x = clamp_to_range(denoiser, x).float().cpu()
+    if not torch.isfinite(x).all():
+        raise DdmkitError(f"{integrator} produced non-finite samples; use more --steps or another integrator")
+    return x, nfe
+
+
 @torch.no_grad()
 def sample(
     denoiser: Denoiser,
@@ -156,26 +184,13 @@ def sample(
     lo = default_sigma_lo(denoiser) if sigma_lo is None else float(sigma_lo)
     if not lo > 0:
         raise DdmkitError(f"sigma_lo must be > 0, got {lo}")
-    if batches is not None:
-        batches = [[int(i) for i in b] for b in batches if len(b)]
-        indices = [i for b in batches for i in b]
-    else:
-        indices = list(range(num)) if indices is None else [int(i) for i in indices]
-        batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    device = inner.device
+    batches = plan_batches(num, batch_size, indices, batches)
+    indices = [i for b in batches for i in b]
     outs: list[torch.Tensor] = []
     nfe_total = 0  # NFE of each batch, weighted by its size (rk45's NFE differs between batches)
     for batch in tqdm(batches, disable=not progress, desc=f"sample {integrator}", unit="batch"):
-        gen = PerSampleGenerator([sample_seed(seed, i) for i in batch], device="cpu")
-        x = gen.randn((len(batch),) + tuple(inner.sample_shape)).to(device) * s_start
-        start = torch.full((len(batch),), s_start, dtype=torch.float64)
-        x, nfe = integrate(
-            denoiser, x, start, integrator, steps, generator=gen, sigma_lo=lo,
-            tweedie_sigma=lo if use_tweedie else None, options=options,
-        )
-        x = clamp_to_range(denoiser, x).float().cpu()
-        if not torch.isfinite(x).all():
-            raise DdmkitError(f"{integrator} produced non-finite samples; use more --steps or another integrator")
+        x, nfe = sample_batch(denoiser, batch, seed=seed, sigma_start=s_start, integrator=integrator, steps=steps,
+                              sigma_lo=lo, use_tweedie=use_tweedie, options=options)
         nfe_total += nfe * len(batch)
         outs.append(x)
         if callback is not None:
