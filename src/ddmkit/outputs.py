@@ -20,6 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
+from . import __version__
 from .errors import DdmkitError
 from .io import atomic_save_npz, atomic_write_bytes, atomic_write_json, replace_dir
 
@@ -143,6 +144,15 @@ def clear_sample_outputs(out: str | os.PathLike) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+
+
+def manifest_header(settings: dict, denoiser, device: str, **extra) -> dict:
+    """The part of a sample folder's manifest.json that every sampler writes: its settings, then the
+    model's facts (domain, data range, sample shape) and the device."""
+    rng = denoiser.data_range
+    return {**settings, "ddmkit_version": __version__, "domain": getattr(denoiser, "domain", None),
+            "data_range": list(rng) if rng else None, "sample_shape": list(denoiser.sample_shape), **extra,
+            "device": device}
 
 
 def _umask() -> int:

@@ -4,16 +4,14 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import DdmkitError
 from .argtypes import MAX_BATCH, MAX_NUM, MAX_STEPS, float_range, int_range, path_text, seed
-from .common import add_model_argument, add_overwrite_argument, model_input_paths, on_main, resolve_device, run_lock
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, on_main, run_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -209,8 +207,6 @@ def run_on(args: argparse.Namespace, dist) -> int:
     may use another number of workers (not another --batch-size: the settings record it)."""
     from ..denoisers import set_precision
     from ..models.loading import load_model, model_identity
-    from ..outputs import PartStore, write_sample_folder
-    from ..sampling import sample
 
     out = Path(args.out)
     on_main(dist, lambda: claim_output(args, out))
@@ -231,67 +227,61 @@ def run_on(args: argparse.Namespace, dist) -> int:
 
 def run_plain(args: argparse.Namespace, denoiser, settings: dict, dist) -> int:
     """Plain sampling into OUT (see `run_on`)."""
-    from ..outputs import PartStore, write_sample_folder
-    from ..sampling import sample
+    from ..outputs import PartStore, manifest_header, write_sample_folder
 
-    options = args.options
-    device = dist.device
     out = Path(args.out)
     store = PartStore(out, {**settings, "batch_size": args.batch_size})
     done = dist.broadcast_object(sorted(store.done_indices()) if dist.is_main else None)
-    missing = np.setdiff1d(np.arange(args.num, dtype=np.int64), np.asarray(done, dtype=np.int64)).tolist()
-    batches = distributed_batches(missing, args.batch_size, dist)
-    todo = [i for b in batches for i in b]
-    store.start()
-    dist.barrier()  # nobody writes a part before every worker has its share
     t0 = time.time()
-
-    def save_batch(indices, x):
-        store.write(indices, x.numpy())
-
-    result = None
-    if todo:
-        result = sample(
-            denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-            batches=batches, use_tweedie=not args.no_tweedie, options=options,
-            progress=not args.quiet and dist.is_main, callback=save_batch,
-        )
-    seconds = time.time() - t0
+    result, todo = _sample_missing(args, denoiser, store, done, dist)
     nfe_sum = result.nfe_per_sample * len(todo) if result is not None else 0.0
     totals = dist.all_reduce_sum([nfe_sum, len(todo)])
-    ranks = dist.all_gather_object({"rank": dist.rank, "device": device, "host": socket.gethostname(),
-                                    "samples": len(todo), "seconds": round(seconds, 3)})
+    ranks = dist.all_gather_object({"rank": dist.rank, "device": dist.device, "host": socket.gethostname(),
+                                    "samples": len(todo), "seconds": round(time.time() - t0, 3)})
     dist.barrier()  # every part is on disk
     if not dist.is_main:
         return 0
     merged = store.gather(range(args.num), shared_hint=dist.enabled)
     if result is None:  # nothing sampled on this worker: measure one sample for the settings (and NFE)
-        result = sample(denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=1,
-                        indices=[0], use_tweedie=not args.no_tweedie, options=options)
+        result = _sample(args, denoiser, batches=[[0]])
     # the NFE per sample over every worker's samples (rk45's differs between batches)
     nfe_per_sample = float(totals[0] / totals[1]) if totals[1] > 0 else result.nfe_per_sample
-    sampler_settings = result.settings
-    inner_range = getattr(denoiser, "data_range", None)
     manifest = {
-        **settings,
-        "ddmkit_version": __version__,
-        "domain": getattr(denoiser, "domain", None),
-        "data_range": list(inner_range) if inner_range else None,
-        "sample_shape": list(denoiser.sample_shape),
-        "batch_size": args.batch_size,
-        "device": device,
+        **manifest_header(settings, denoiser, dist.device, batch_size=args.batch_size),
         "nfe_per_sample": nfe_per_sample,
-        "sampler_settings": sampler_settings,
+        "sampler_settings": result.settings,
         "resumed_with_done": len(done),
         "seconds": round(time.time() - t0, 3),
         "world_size": dist.world_size,
         "ranks": ranks,
     }
-    write_sample_folder(out, merged["x"], merged["index"], manifest, inner_range, denoiser.is_image)
+    write_sample_folder(out, merged["x"], merged["index"], manifest, denoiser.data_range, denoiser.is_image)
     store.remove()
     workers = f" on {dist.world_size} workers" if dist.enabled else ""
     print(f"{args.num} samples, {nfe_per_sample:g} NFE each{workers} -> {out}")
     return 0
+
+
+def _sample(args: argparse.Namespace, denoiser, batches, callback=None, progress: bool = False):
+    from ..sampling import sample
+
+    return sample(denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                  batches=batches, use_tweedie=not args.no_tweedie, options=args.options, progress=progress,
+                  callback=callback)
+
+
+def _sample_missing(args: argparse.Namespace, denoiser, store, done: list[int], dist):
+    """This worker's share of the samples not on disk yet, each batch written as a part as it is done."""
+    missing = np.setdiff1d(np.arange(args.num, dtype=np.int64), np.asarray(done, dtype=np.int64)).tolist()
+    batches = distributed_batches(missing, args.batch_size, dist)
+    todo = [i for b in batches for i in b]
+    store.start()
+    dist.barrier()  # nobody writes a part before every worker has its share
+    if not todo:
+        return None, todo
+    result = _sample(args, denoiser, batches, callback=lambda indices, x: store.write(indices, x.numpy()),
+                     progress=not args.quiet and dist.is_main)
+    return result, todo
 
 
 def distributed_batches(missing: list[int], batch_size: int, dist) -> list[list[int]]:
