@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ddmkit.denoisers import NFECounter, VPEpsDenoiser
+from ddmkit.editing.clipping import clipped
 from ddmkit.editing.ddim import ddim_grid, ddim_step, generate, invert, reconstruction_error
 from ddmkit.editing.hspace import HSpace
 from ddmkit.editing.prefix import sample_grid, sample_to_tm
@@ -92,11 +93,11 @@ def test_inversion_reconstructs_within_the_stated_error(den):
     err = {}
     for n in (10, 20, 40):
         inv = invert(den, x, MixingStep(500, n))
-        rec, _ = generate(den, inv.z, MixingStep(500, n), clip_x0=False)
+        rec, _ = generate(clipped(den, False), inv.z, MixingStep(500, n))
         err[n] = reconstruction_error(x, rec)["rmse"]
     assert err[10] > err[20] > err[40] and err[40] < err[10] / 2
     inv = invert(den, x, MixingStep(200, 40))
-    rec, _ = generate(den, inv.z, MixingStep(200, 40), clip_x0=False)
+    rec, _ = generate(clipped(den, False), inv.z, MixingStep(200, 40))
     e = reconstruction_error(x, rec)
     assert e["rmse"] < 0.02 and e["psnr_db"] > 40 and len(e["rmse_per_image"]) == 4
 
@@ -170,7 +171,7 @@ def test_clipping_follows_the_model_and_matches_the_sigma_space_ddim(den):
     x_T = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     assert den.clip_denoised
     pre = sample_to_tm(den, x_T, MixingStep(1), 20)
-    off = sample_to_tm(den, x_T, MixingStep(1), 20, clip_x0=False)
+    off = sample_to_tm(clipped(den, False), x_T, MixingStep(1), 20)
     assert not torch.allclose(pre.z, off.z)
     seq = sample_grid(1, 1000, 20)
     sig = den.sigmas[torch.tensor(seq[::-1])].float()
@@ -194,7 +195,7 @@ def test_stochastic_prefix_is_seeded_and_matches_the_ddim_step(den):
     one = sample_to_tm(den, x_T, MixingStep(998), 1, eta=1.0, generator=PerSampleGenerator([5, 6, 7]))
     noise = PerSampleGenerator([5, 6, 7]).randn((3, 3, 16, 16))
     with EpsModel(den) as m, torch.no_grad():
-        ref = ddim_step(x_T, m(x_T, 999), m.abar(999), m.abar(998), 1.0, noise, m.clip_range(None))
+        ref = ddim_step(x_T, m(x_T, 999), m.abar(999), m.abar(998), 1.0, noise, m.clip_range())
     torch.testing.assert_close(one.z, ref)
     with pytest.raises(DdmkitError, match="needs a generator"):
         sample_to_tm(den, x_T, MixingStep(600), 4, eta=1.0)
@@ -217,11 +218,11 @@ def test_karras_prefix_integrates_the_same_flow_as_ddim(den):
     assert errs[1] < 0.015 and errs[1] < 0.5 * errs[0]
     assert h_err < 0.02  # h read at (z, t_m): follows z
     assert sample_to_tm_karras(den, x_T, MixingStep(300), 9, integrator="kar1").nfe == 9  # 4 Heun steps + the h call
-    # clip_x0 = False turns the model's clamp of D off for this call only (as sample_to_tm's clip_x0)
+    # a clipped(den, False) view turns the model's clamp of D off for this call only, the model unchanged
     from ddmkit.integrators import kar1
     from ddmkit.schedules import karras_sigmas
 
-    off = sample_to_tm_karras(den, x_T, MixingStep(300), 8, integrator="kar1", clip_x0=False)
+    off = sample_to_tm_karras(clipped(den, False), x_T, MixingStep(300), 8, integrator="kar1")
     assert den.clip_denoised
     s_tm, s_max = float(den.sigmas[300]), float(den.sigmas[999])
     den.clip_denoised = False
@@ -256,3 +257,14 @@ def test_karras_prefix_is_seeded_and_checked(den):
         sample_to_tm_karras(den, x_T, MixingStep(500), 1, integrator="kar1")
     with pytest.raises(DdmkitError, match="t_m must be"):
         sample_to_tm_karras(den, x_T, MixingStep(999), 6, integrator="kar1")
+
+
+def test_clipped_is_a_view_that_leaves_the_model_alone(den):
+    """`clipped` fixes x0 clipping for the calls it is passed to; the shared model keeps its own flag and
+    the view shares its network (no copy of the weights)."""
+    off, on = clipped(den, False), clipped(NFECounter(den), None)
+    assert den.clip_denoised and not off.clip_denoised and on.clip_denoised
+    assert off.unet is den.unet and off.sigmas is den.sigmas and off.data_range == den.data_range
+    x, s = torch.randn(2, 3, 16, 16) * 5, torch.full((2,), 3.0)
+    assert torch.equal(on(x, s), den(x, s)) and not torch.equal(off(x, s), den(x, s))
+    assert den(x, s).abs().max() <= 1 and off(x, s).abs().max() > 1

@@ -14,9 +14,10 @@ Each call also records h (the bottleneck on that call's input); see `ddmkit.edit
 x0 clipping: the official step does not clip x0. ddmkit's VP models clip the denoised estimate to
 the data range by default (`clip_denoised`, as DDPM and diffusers' `clip_sample`), and without it
 the DDIM trajectories of a small model from x_T ~ N(0, I) diverge to saturated images. So generation
-(`generate`, and `sample_to_tm` in `ddmkit.editing.prefix`) follows the model's `clip_denoised` unless
-`clip_x0` says otherwise: x0 is clamped and eps recomputed from it (the same update as the sigma-space
-`ddim` integrator with a clipping denoiser). Inversion never clips: a clamp is not invertible.
+(`generate`, and `sample_to_tm` in `ddmkit.editing.prefix`) follows the model's `clip_denoised`: x0 is
+clamped and eps recomputed from it (the same update as the sigma-space `ddim` integrator with a
+clipping denoiser); pass `clipping.clipped(model, False)`, a view, to generate without it. Inversion
+never clips: a clamp is not invertible.
 Data are VP samples in the model's range ([-1, 1] for the DDPMs), not the sigma-space x of the
 samplers. NFE is counted per batched network call by `EpsModel`, never by formula.
 """
@@ -30,7 +31,6 @@ import torch
 from ..denoisers import unwrap
 from ..errors import DdmkitError
 from ..integrators import randn_like
-from .clipping import clip_x0_used
 from .hspace import DEFAULT_MODULE, HSpace
 from .settings import HInjection, MixingStep, check_h_injection
 
@@ -79,10 +79,10 @@ class EpsModel:
     def __exit__(self, *exc) -> None:
         self.hs.__exit__(*exc)
 
-    def clip_range(self, clip_x0: bool | None) -> tuple[float, float] | None:
-        """The x0 clamp of generation: the model's `clip_denoised` and data range unless `clip_x0` is given."""
+    def clip_range(self) -> tuple[float, float] | None:
+        """The x0 clamp of generation: the model's data range if it clips (`clip_denoised`), else None."""
         rng = getattr(self.denoiser, "data_range", None)
-        return tuple(rng) if clip_x0_used(self.denoiser, clip_x0) and rng is not None else None
+        return tuple(rng) if getattr(self.denoiser, "clip_denoised", False) and rng is not None else None
 
     def abar(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
@@ -150,15 +150,15 @@ def invert(denoiser, x0: torch.Tensor, step: MixingStep) -> Inversion:
 @torch.no_grad()
 def generate(denoiser, z: torch.Tensor, step: MixingStep, n_steps: int | None = None, *, eta: float = 0.0,
              h: torch.Tensor | None = None, h_injection: HInjection = "single", generator=None,
-             seq: list[int] | None = None, clip_x0: bool | None = None) -> tuple[torch.Tensor, int]:
+             seq: list[int] | None = None) -> tuple[torch.Tensor, int]:
     """DDIM generation from z = x_{t_m} down to x_0 on the official grid of `n_steps` points (default:
     `step.n_inv`; N NFE incl. the 0 -> -1 step).
 
     With `h` given, the first call (z, t_m) uses it as its bottleneck. `h_injection`: "single" (the
     paper: that call only), "lagged" (the official code: call k > 0 gets the natural bottleneck of
     call k-1), "none" (h ignored: a z-only edit). eta > 0 draws noise from `generator` (a
-    `torch.Generator` or a per-sample `PerSampleGenerator`). `clip_x0`: None follows the model's
-    `clip_denoised` (see the module docstring). Returns (x0, nfe)."""
+    `torch.Generator` or a per-sample `PerSampleGenerator`). x0 is clipped as the model says
+    (`clip_denoised`; see the module docstring). Returns (x0, nfe)."""
     check_h_injection(h_injection)
     if eta < 0:
         raise DdmkitError(f"eta must be >= 0, got {eta}")
@@ -168,7 +168,7 @@ def generate(denoiser, z: torch.Tensor, step: MixingStep, n_steps: int | None = 
         raise DdmkitError(f"the grid must end at t_m = {t_m}")
     pairs = list(zip(reversed(seq), list(reversed(seq))[1:] + [-1]))
     with EpsModel(denoiser, step.hspace_module) as m:
-        clip = m.clip_range(clip_x0)
+        clip = m.clip_range()
         x = z.to(m.device, torch.float32)
         prev_h = h if h_injection != "none" else None
         for k, (t, t_next) in enumerate(pairs):

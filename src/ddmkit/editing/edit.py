@@ -58,11 +58,11 @@ def edit_images(denoiser, images: torch.Tensor | np.ndarray, plans: EditPlan | S
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images, dtype=torch.float32)
     idx = list(range(len(x))) if indices is None else list(indices)
 
-    def source(sl: slice, ib: list[int]) -> Inversion:
-        return invert(denoiser, x[sl], step)
+    def source(model, sl: slice, ib: list[int]) -> Inversion:
+        return invert(model, x[sl], step)
 
-    def unedited(inv: Inversion, ib: list[int]):
-        return generate(denoiser, inv.z, step, eta=0.0, clip_x0=settings.clip_x0) if reconstruct else None
+    def unedited(model, inv: Inversion, ib: list[int]):
+        return generate(model, inv.z, step, eta=0.0) if reconstruct else None
 
     acc = edit_batches(denoiser, plans, settings, idx, source, unedited, EditNFE(), "edit")
     recon = torch.cat(acc.unedited).numpy() if acc.unedited else None

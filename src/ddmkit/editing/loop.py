@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..denoisers import Denoiser
 from ..sampling import clamp_to_range
-from .clipping import clip_x0_used
+from .clipping import clip_x0_used, clipped
 from .ddim import Inversion, generate
 from .plan import EditPlan, projections
 from .seeds import edit_noise_seeds, generators
@@ -98,7 +99,7 @@ def _merge_proj(acc: dict, part: dict) -> None:
 def _generate_edit(denoiser, step: MixingStep, z2: torch.Tensor, h2: torch.Tensor | None, settings: EditSettings,
                    injection: str, generator) -> tuple[torch.Tensor, int]:
     return generate(denoiser, z2, step, settings.generation_steps(step), eta=settings.eta, h=h2, h_injection=injection,
-                    generator=generator, clip_x0=settings.clip_x0)
+                    generator=generator)
 
 
 @torch.no_grad()
@@ -108,7 +109,7 @@ def edit_latents(denoiser, z: torch.Tensor, h: torch.Tensor, plan: EditPlan, set
     latents already at t_m. Returns (x0 clamped to the data range, NFE, distances used)."""
     injection = settings.injection(plan.space)
     z2, h2, used = plan.apply(z, h)
-    out, n = _generate_edit(denoiser, plan.step, z2, h2, settings, injection, generator)
+    out, n = _generate_edit(clipped(denoiser, settings.clip_x0), plan.step, z2, h2, settings, injection, generator)
     return clamp_to_range(denoiser, out), n, used
 
 
@@ -119,33 +120,34 @@ def settings_json(denoiser, settings: EditSettings, ref: EditPlan, head: dict) -
             "clip_x0": clip_x0_used(denoiser, settings.clip_x0), **ref.describe()}
 
 
-Source = Callable[[slice, list[int]], Inversion]  # (batch slice, sample indices) -> latents at t_m
-Unedited = Callable[[Inversion, list[int]], "tuple[torch.Tensor, int] | None"]  # -> (unedited x0, NFE) or None
+Source = Callable[[Denoiser, slice, list[int]], Inversion]  # (model, batch slice, sample indices) -> latents at t_m
+Unedited = Callable[[Denoiser, Inversion, list[int]], "tuple[torch.Tensor, int] | None"]  # -> (x0, NFE) or None
 
 
 def edit_batches(denoiser, plans: list[EditPlan], settings: EditSettings, indices: Sequence[int], source: Source,
                  unedited: Unedited, nfe: NFETally, desc: str) -> _Collected:
-    """Run `source`, `unedited` and every plan's edit on each batch of `indices`; collect the outputs
-    (clamped to the data range, on the CPU), projections, distances, NFE and time."""
-    ref, bs = plans[0], settings.batch_size
+    """Run `source`, `unedited` and every plan's edit on each batch of `indices`, all with the model seen
+    with `settings.clip_x0`; collect the outputs (clamped to the data range, on the CPU), projections,
+    distances, NFE and time."""
+    model, ref, bs = clipped(denoiser, settings.clip_x0), plans[0], settings.batch_size
     injection = settings.injection(ref.space)  # the first plan's, for all (checked before any work)
     acc = _Collected(nfe, len(plans))
     starts = range(0, len(indices), max(1, bs))
     for i in tqdm(starts, desc=desc, unit="batch") if settings.progress else starts:
         sl, ib = slice(i, i + bs), list(indices[i : i + bs])
         t0 = time.perf_counter()
-        lat = source(sl, ib)
+        lat = source(model, sl, ib)
         acc.secs.to_tm += time.perf_counter() - t0
         acc.nfe.to_tm = lat.nfe
         _merge_proj(acc.before, projections(ref, lat.z, lat.h))
         t0 = time.perf_counter()
-        got = unedited(lat, ib)
+        got = unedited(model, lat, ib)
         if got is not None:
             acc.secs.unedited += time.perf_counter() - t0
             acc.nfe.unedited = got[1]
             acc.unedited.append(clamp_to_range(denoiser, got[0]).cpu())
         for k, plan in enumerate(plans):
-            _edit_plan(denoiser, plan, k, lat, ib, settings, (ref.step, injection), acc)
+            _edit_plan(model, plan, k, lat, ib, settings, (ref.step, injection), acc)
     return acc
 
 

@@ -81,18 +81,17 @@ def choose_mixing_step(rows: Sequence[dict], *, tol_acc: float = 0.02, tol_r: fl
 
 @torch.no_grad()
 def sampled_radii(denoiser, ts: Sequence[int], *, num: int = 64, steps: int = 100, seed: int = 0,
-                  batch_size: int = 64, hspace_module: str = DEFAULT_MODULE,
-                  clip_x0: bool | None = None) -> dict[int, float]:
+                  batch_size: int = 64, hspace_module: str = DEFAULT_MODULE) -> dict[int, float]:
     """Mean |x_t| at each t in `ts` along DDIM (eta = 0) trajectories from x_T ~ N(0, I), on a descending grid
     of about `steps` intervals from T-1 that passes through every t in `ts` (the official probe uses
-    999 points). x0 is clipped as in `generate` (the model's `clip_denoised` unless `clip_x0`)."""
+    999 points). x0 is clipped as in `generate` (as the model's `clip_denoised` says)."""
     with EpsModel(denoiser, hspace_module) as m:
         top = m.num_timesteps - 1
         grid = set(int(v) for v in np.round(np.linspace(min(ts), top, max(2, steps + 1))))
         grid |= set(int(t) for t in ts)
         seq = sorted(grid, reverse=True)
         shape = tuple(m.denoiser.sample_shape)
-        clip = m.clip_range(clip_x0)
+        clip = m.clip_range()
         sums = {int(t): 0.0 for t in ts}
         for i in range(0, num, batch_size):
             idx = range(i, min(num, i + batch_size))

@@ -102,22 +102,6 @@ class EditPlan:
     def step(self) -> MixingStep:
         return self.edits[0][0].step
 
-    @property
-    def t_m(self) -> int:
-        return self.step.t_m
-
-    @property
-    def n_inv(self) -> int:
-        return self.step.n_inv
-
-    @property
-    def h_source(self) -> str:
-        return self.step.h_source
-
-    @property
-    def hspace_module(self) -> str:
-        return self.step.hspace_module
-
     def spaces(self) -> tuple[str, ...]:
         return ("z", "h") if self.space == "both" else (self.space,)
 
@@ -149,7 +133,8 @@ class EditPlan:
         return {
             "boundaries": [{"attribute": b.attribute, "path": b.path, "distance": str(d)} for b, d in self.edits],
             "conditions": [{"attribute": c.attribute, "path": c.path} for c in self.conditions],
-            "space": self.space, "move": self.move, "t_m": self.t_m, "n_inv": self.n_inv, "h_source": self.h_source,
+            "space": self.space, "move": self.move, "t_m": self.step.t_m, "n_inv": self.step.n_inv,
+            "h_source": self.step.h_source,
             "order": "sequential" if len(self.edits) > 1 else "single",
         }
 

@@ -16,7 +16,6 @@ from ..errors import DdmkitError
 from ..integrators import kar1, kar2, randn_like
 from ..sampling import integrator_options
 from ..schedules import karras_sigmas
-from .clipping import clipped
 from .ddim import EpsModel, Inversion, ddim_step
 from .settings import MixingStep
 
@@ -36,7 +35,7 @@ def sample_grid(t_m: int, num_timesteps: int, n_steps: int) -> list[int]:
 
 @torch.no_grad()
 def sample_to_tm(denoiser, x_T: torch.Tensor, step: MixingStep, n_steps: int = 50, *, eta: float = 0.0,
-                 generator=None, clip_x0: bool | None = None) -> Inversion:
+                 generator=None) -> Inversion:
     """DDIM from x_T at t = T-1 down to x_{t_m} in n_steps NFE (+1 for `step.h_source` "tm").
 
     eta = 0 (the official code) is deterministic; eta > 0 draws each step's noise from `generator`
@@ -50,7 +49,7 @@ def sample_to_tm(denoiser, x_T: torch.Tensor, step: MixingStep, n_steps: int = 5
         raise DdmkitError("a stochastic prefix (eta > 0) needs a generator")
     with EpsModel(denoiser, step.hspace_module) as m:
         seq = sample_grid(t_m, m.num_timesteps, n_steps)
-        clip = m.clip_range(clip_x0)
+        clip = m.clip_range()
         x = x_T.to(m.device, torch.float32)
         for t, t_next in zip(reversed(seq[1:]), reversed(seq[:-1])):
             eps = m(x, t)
@@ -75,8 +74,7 @@ def _check_karras(integrator: str, n_steps: int, generator) -> None:
 
 @torch.no_grad()
 def sample_to_tm_karras(denoiser, x_T: torch.Tensor, step: MixingStep, n_steps: int = 50, *,
-                        integrator: str = "kar2", generator=None, options: dict | None = None,
-                        clip_x0: bool | None = None) -> Inversion:
+                        integrator: str = "kar2", generator=None, options: dict | None = None) -> Inversion:
     """Karras et al. (2022) Alg. 1 (`kar1`) or 2 (`kar2`) in the model's sigma space from x_T ~ N(0, I) at
     sigma_max down to sigma(t_m): n_steps // 2 Heun steps (2 NFE each) on the rho = 7 grid, then the VP
     latent z = x / sqrt(1 + sigma(t_m)^2) and h read at (z, t_m) by one more call (h_source "tm",
@@ -84,9 +82,9 @@ def sample_to_tm_karras(denoiser, x_T: torch.Tensor, step: MixingStep, n_steps: 
 
     An alternative to the DDIM prefix of `sample_to_tm` for generated samples: the default model's best
     sampler (kar2, churn at sigma >= 1) at the same NFE. `options` are kar2's (s_churn, s_tmin, s_tmax,
-    s_noise; default: `ddmkit sample`'s); kar2's churn noise comes from `generator`. `clip_x0`: None
-    follows the model's `clip_denoised` (the sampler's D is clamped to the data range), as `sample_to_tm`;
-    the model is seen through a `Clipped` view, never changed."""
+    s_noise; default: `ddmkit sample`'s); kar2's churn noise comes from `generator`. D is clamped to the
+    data range as the model says (`clip_denoised`), as in `sample_to_tm`; a `clipping.clipped` view
+    of the model sets it for one call."""
     _check_karras(integrator, n_steps, generator)
     t_m = step.t_m
     with EpsModel(denoiser, step.hspace_module) as m:
@@ -98,11 +96,10 @@ def sample_to_tm_karras(denoiser, x_T: torch.Tensor, step: MixingStep, n_steps: 
         heun = int(n_steps) // 2
         x = x_T.to(m.device, torch.float32) * math.sqrt(1.0 + s_max**2)  # VP x_T -> sigma space
         sig = karras_sigmas(heun + 2, s_tm, s_max)[:, :-1].to(x.device)  # heun + 1 levels, s_max .. s_tm
-        view = clipped(m.denoiser, clip_x0)
         if integrator == "kar1":
-            x, nfe = kar1(view, x, sig)
+            x, nfe = kar1(m.denoiser, x, sig)
         else:
-            x, nfe = kar2(view, x, sig, generator=generator, **integrator_options("kar2", view, options))
+            x, nfe = kar2(m.denoiser, x, sig, generator=generator, **integrator_options("kar2", m.denoiser, options))
         z = x / math.sqrt(1.0 + s_tm**2)
         m(z, t_m)
         return Inversion(z=z, h=m.hs.h, t_m=int(t_m), n_steps=heun, h_source="tm", nfe=nfe + m.nfe, seq=[t_m, top],

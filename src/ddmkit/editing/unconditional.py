@@ -43,10 +43,10 @@ def run_prefix(denoiser, x_T: torch.Tensor, step: MixingStep, prefix: PrefixSett
     """x_T of samples `indices` down to t_m by the prefix (its noise: `seeds.prefix_noise_seeds`)."""
     noise = seeds.generators(seeds.prefix_noise_seeds(settings.seed, indices))
     if prefix.integrator == "ddim":
-        return sample_to_tm(denoiser, x_T, step, prefix.steps, clip_x0=settings.clip_x0, eta=prefix.eta,
+        return sample_to_tm(denoiser, x_T, step, prefix.steps, eta=prefix.eta,
                             generator=noise if prefix.eta > 0 else None)
     return sample_to_tm_karras(denoiser, x_T, step, prefix.steps, integrator=prefix.integrator, generator=noise,
-                               options=prefix.options, clip_x0=settings.clip_x0)
+                               options=prefix.options)
 
 
 def prefix_json(denoiser, prefix: PrefixSettings) -> dict:
@@ -73,13 +73,13 @@ def control(denoiser, plans: EditPlan | Sequence[EditPlan], settings: EditSettin
     if x_T is None:
         x_T = seeds.x_T(settings.seed, idx, tuple(unwrap(denoiser).sample_shape))
 
-    def source(sl: slice, ib: list[int]) -> Inversion:
-        return run_prefix(denoiser, x_T[sl], step, prefix, settings, ib)
+    def source(model, sl: slice, ib: list[int]) -> Inversion:
+        return run_prefix(model, x_T[sl], step, prefix, settings, ib)
 
-    def unedited(pre: Inversion, ib: list[int]):
+    def unedited(model, pre: Inversion, ib: list[int]):
         noise = seeds.generators(seeds.edit_noise_seeds(settings.seed, ib, -1, settings.same_noise))
-        return generate(denoiser, pre.z, step, settings.generation_steps(step), eta=settings.eta,
-                        generator=noise if settings.eta > 0 else None, clip_x0=settings.clip_x0)
+        return generate(model, pre.z, step, settings.generation_steps(step), eta=settings.eta,
+                        generator=noise if settings.eta > 0 else None)
 
     acc = edit_batches(denoiser, plans, settings, idx, source, unedited, ControlNFE(), "control")
     record = settings_json(denoiser, settings, plans[0], prefix_json(denoiser, prefix))
