@@ -70,7 +70,9 @@ class Outputs:
 
 
 @dataclass
-class _Collected:
+class Collected:
+    """What `edit_batches` gathers over the batches (`outputs()` hands it to a result class)."""
+
     nfe: NFETally
     n_plans: int
     unedited: list[torch.Tensor] = field(default_factory=list)
@@ -125,13 +127,13 @@ Unedited = Callable[[Denoiser, Inversion, list[int]], "tuple[torch.Tensor, int] 
 
 
 def edit_batches(denoiser, plans: list[EditPlan], settings: EditSettings, indices: Sequence[int], source: Source,
-                 unedited: Unedited, nfe: NFETally, desc: str) -> _Collected:
+                 unedited: Unedited, nfe: NFETally, desc: str) -> Collected:
     """Run `source`, `unedited` and every plan's edit on each batch of `indices`, all with the model seen
     with `settings.clip_x0`; collect the outputs (clamped to the data range, on the CPU), projections,
     distances, NFE and time."""
     model, ref, bs = clipped(denoiser, settings.clip_x0), plans[0], settings.batch_size
     injection = settings.injection(ref.space)  # the first plan's, for all (checked before any work)
-    acc = _Collected(nfe, len(plans))
+    acc = Collected(nfe, len(plans))
     starts = range(0, len(indices), max(1, bs))
     for i in tqdm(starts, desc=desc, unit="batch") if settings.progress else starts:
         sl, ib = slice(i, i + bs), list(indices[i : i + bs])
@@ -152,7 +154,7 @@ def edit_batches(denoiser, plans: list[EditPlan], settings: EditSettings, indice
 
 
 def _edit_plan(denoiser, plan: EditPlan, k: int, lat: Inversion, ib: list[int], settings: EditSettings,
-               how: tuple[MixingStep, str], acc: _Collected) -> None:
+               how: tuple[MixingStep, str], acc: Collected) -> None:
     """Edit k of one batch: move, record the projections, generate with the k-th noise stream."""
     step, injection = how
     z2, h2, used = plan.apply(lat.z, lat.h)
