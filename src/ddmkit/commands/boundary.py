@@ -177,10 +177,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace, out: Path) -> int:
-    from ..editing.boundaries import fit_boundaries, save_boundary
     from ..editing.ddim import EpsModel, ddim_grid
-    from ..editing.hspace import resolve_module, find_network
-
+    from ..editing.files import save_boundary
+    from ..editing.fitting import fit_boundaries, invert_batched
+    from ..editing.hspace import find_network, resolve_module
+    from ..editing.settings import MixingStep
     from ..models.loading import load_model
 
     n_test = parse_test(args.test)
@@ -192,21 +193,18 @@ def _fit(args: argparse.Namespace, out: Path) -> int:
     if not 1 <= t_m < T:
         raise DdmkitError(f"--t-m must be in 1..{T - 1}, got {t_m}")
     ddim_grid(t_m, args.n_inv)
+    step = MixingStep(t_m, args.n_inv, args.h_source, args.hspace_module)
     multiples = _calibration_multiples(args) if args.calibrate else None
     x, y, info, name = load_labelled(args, denoiser)
     t0 = time.time()
     inversions, invert_seconds = None, None
     if args.calibrate:  # the latents are needed twice: invert once
-        from ..editing.boundaries import invert_batched
-
         t_inv = time.perf_counter()
-        inversions = invert_batched(denoiser, x, t_m, args.n_inv, h_source=args.h_source, batch_size=args.batch_size,
-                                    hspace_module=args.hspace_module, progress=not args.quiet)
+        inversions = invert_batched(denoiser, x, step, batch_size=args.batch_size, progress=not args.quiet)
         invert_seconds = time.perf_counter() - t_inv
-    b = fit_boundaries(denoiser, x, y, attribute=name, t_m=t_m, n_inv=args.n_inv, h_source=args.h_source,
-                       n_test=n_test, C=args.C, seed=args.seed, batch_size=args.batch_size,
-                       hspace_module=args.hspace_module, data=info, inversions=inversions,
-                       invert_seconds=invert_seconds, progress=not args.quiet)
+    b = fit_boundaries(denoiser, x, y, attribute=name, step=step, n_test=n_test, C=args.C, seed=args.seed,
+                       batch_size=args.batch_size, data=info, inversions=inversions, invert_seconds=invert_seconds,
+                       progress=not args.quiet)
     if args.calibrate:
         b = _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples)
     b.meta["model_spec"] = args.model
@@ -245,8 +243,8 @@ def _calibration_multiples(args: argparse.Namespace) -> list[float]:
 def _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples):
     """Calibrate the recommended distance on the held-out split (the same split as the SVM test accuracy)."""
     from ..data.faces import ATTRIBUTES
-    from ..editing.boundaries import normalise_labels, split_train_test
     from ..editing.calibrate import apply_calibration, calibrate_distance
+    from ..editing.svm import normalise_labels, split_train_test
     from ..metrics.classifiers import load_attribute_classifier
 
     clf = load_attribute_classifier("faces")
@@ -266,7 +264,7 @@ def _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples):
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ..editing.boundaries import resolve_boundary
+    from ..editing.files import resolve_boundary
 
     b = resolve_boundary(args.boundary)
     print(json.dumps({"path": b.path, **b.full_meta()}, indent=2))
@@ -274,7 +272,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..editing.boundaries import read_boundary_file, shipped_boundaries
+    from ..editing.files import read_boundary_file, shipped_boundaries
 
     shipped = shipped_boundaries()
     if not shipped:

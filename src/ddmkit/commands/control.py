@@ -73,41 +73,44 @@ def run(args: argparse.Namespace) -> int:
 def _run_locked(args: argparse.Namespace, out: Path) -> int:
     import time
 
-    from .. import __version__
     from ..denoisers import unwrap
-    from ..editing.boundaries import model_fingerprint
-    from ..editing.edit import control
+    from ..editing.settings import PrefixSettings
+    from ..editing.unconditional import control
     from ..models.loading import load_model
-    from .edit import build_plans, write_folder
+    from .edit import build_plans, edit_panels, edit_settings, write_folder
 
-    prefix_options = {k: v for k, v in (("s_tmin", args.prefix_s_tmin), ("s_tmax", args.prefix_s_tmax)) if v is not None}
+    options = {k: v for k, v in (("s_tmin", args.prefix_s_tmin), ("s_tmax", args.prefix_s_tmax)) if v is not None}
+    prefix = PrefixSettings(integrator=args.prefix_integrator, steps=args.prefix_steps, eta=args.prefix_eta,
+                            options=options)
     denoiser = load_model(args.model, device=resolve_device(args.device))
     shape = tuple(unwrap(denoiser).sample_shape)
     if len(shape) != 3:
         raise DdmkitError(f"control needs an image model; this one has samples of shape {shape}")
     plans = build_plans(args, denoiser)
     t0 = time.time()
-    res = control(denoiser, plans, num=args.num, seed=args.seed, prefix_steps=args.prefix_steps, n_steps=args.steps,
-                  prefix_eta=args.prefix_eta, prefix_integrator=args.prefix_integrator, prefix_options=prefix_options,
-                  eta=args.eta, h_injection=args.h_injection, same_noise=not args.different_noise,
-                  batch_size=args.batch_size, clip_x0=False if args.no_clip else None, progress=not args.quiet)
+    res = control(denoiser, plans, edit_settings(args), prefix, num=args.num)
     lo, hi = getattr(unwrap(denoiser), "data_range", None) or (-1.0, 1.0)
     names = [f"{i:06d}" for i in range(args.num)]
-    rows = [(n, [("original", res.original[i])] + [(f"edit_{k:02d}", res.edits[k, i]) for k in range(len(plans))])
-            for i, n in enumerate(names)]
-    record = {
+    rows = [(n, [("original", res.original[i])] + edit_panels(res, i)) for i, n in enumerate(names)]
+    write_folder(out, rows, _record(args, denoiser, res, names, t0), "control.json", (lo, hi), args.png_scale)
+    print(f"{args.num} sample(s), {len(plans)} edit(s) each, {res.nfe.total} NFE per sample -> {out}")
+    return 0
+
+
+def _record(args: argparse.Namespace, denoiser, res, names: list[str], t0: float) -> dict:
+    """OUT/control.json: settings, edits, NFE, timings, per-sample projections."""
+    import time
+
+    from .. import __version__
+    from ..editing.fingerprint import model_fingerprint
+    from .edit import edits_record, projections_of
+
+    return {
         "command": "control", "ddmkit_version": __version__, "model": args.model,
         "domain": getattr(denoiser, "domain", None),
         "model_identity": model_fingerprint(denoiser), "num": args.num, "settings": res.settings,
-        "edits": [{"index": k, "file": f"edit_{k:02d}.png", "plan": p.describe(), "distances_used": res.distances_used[k]}
-                  for k, p in enumerate(plans)],
-        "nfe_per_sample": res.nfe,
+        "edits": edits_record(res),
+        "nfe_per_sample": res.nfe.to_json(),
         "seconds": {**res.seconds, "total": round(time.time() - t0, 3)},
-        "samples": [{"name": n, "projections_before": {a: {s: v[i] for s, v in sp.items()} for a, sp in res.projections_before.items()},
-                     "projections_after": [{a: {s: v[i] for s, v in sp.items()} for a, sp in pa.items()}
-                                           for pa in res.projections_after]}
-                    for i, n in enumerate(names)],
+        "samples": [{"name": n, **projections_of(res, i)} for i, n in enumerate(names)],
     }
-    write_folder(out, rows, record, "control.json", (lo, hi), args.png_scale)
-    print(f"{args.num} sample(s), {len(plans)} edit(s) each, {res.nfe['total_per_sample']} NFE per sample -> {out}")
-    return 0

@@ -69,8 +69,8 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_plans(args: argparse.Namespace, denoiser):
     """The edit plans (one per sweep distance) from the arguments; every boundary is checked against the model."""
-    from ..editing.boundaries import resolve_boundary
-    from ..editing.edit import Distance, EditPlan, parse_distance, parse_sweep
+    from ..editing.files import resolve_boundary
+    from ..editing.plan import Distance, EditPlan, parse_distance, parse_sweep
 
     def load(spec: str):
         return resolve_boundary(spec, denoiser, force=args.force)
@@ -187,66 +187,107 @@ def run(args: argparse.Namespace) -> int:
         return _run_locked(args, src, check_common(args, "edit.json", inputs=[src]))
 
 
-def _run_locked(args: argparse.Namespace, src: Path, out: Path) -> int:
-    import time
+def edit_settings(args: argparse.Namespace):
+    """The `EditSettings` of `edit` and `control` from their shared options."""
+    from ..editing.settings import EditSettings
 
-    from .. import __version__
-    from ..data.folders import list_images, load_image
-    from ..denoisers import unwrap
-    from ..editing.boundaries import model_fingerprint
-    from ..editing.edit import edit_images
-    from ..models.loading import load_model
+    return EditSettings(eta=args.eta, n_steps=args.steps, h_injection=args.h_injection, seed=args.seed,
+                        same_noise=not args.different_noise, batch_size=args.batch_size,
+                        clip_x0=False if args.no_clip else None, progress=not args.quiet)
+
+
+def edits_record(res) -> list[dict]:
+    """One entry per edit (plan) of an edit or control result."""
+    return [{"index": k, "file": f"edit_{k:02d}.png", "plan": p.describe(), "distances_used": res.distances_used[k]}
+            for k, p in enumerate(res.plans)]
+
+
+def projections_of(res, i: int) -> dict:
+    """Sample i's projections before and after each edit, per attribute and space."""
+    return {"projections_before": {a: {s: v[i] for s, v in sp.items()} for a, sp in res.projections_before.items()},
+            "projections_after": [{a: {s: v[i] for s, v in sp.items()} for a, sp in pa.items()}
+                                  for pa in res.projections_after]}
+
+
+def edit_panels(res, i: int) -> list[tuple[str, np.ndarray]]:
+    return [(f"edit_{k:02d}", res.edits[k, i]) for k in range(len(res.plans))]
+
+
+def _input_files(src: Path) -> list[Path]:
+    from ..data.folders import list_images
 
     if src.is_dir():
-        files = list_images(src)
-    elif src.is_file():
-        files = [src]
-    else:
-        raise DdmkitError(f"{src} does not exist; give an image file or a folder of images")
-    denoiser = load_model(args.model, device=resolve_device(args.device))
+        return list_images(src)
+    if src.is_file():
+        return [src]
+    raise DdmkitError(f"{src} does not exist; give an image file or a folder of images")
+
+
+def _load_images(files: list[Path], denoiser) -> tuple[np.ndarray, tuple[float, float]]:
+    """The images in the model's range, and that range."""
+    from ..data.folders import load_image
+    from ..denoisers import unwrap
+
     shape = tuple(unwrap(denoiser).sample_shape)
     if len(shape) != 3 or shape[1] != shape[2]:
         raise DdmkitError(f"editing needs a square image model; this one has samples of shape {shape}")
     x = np.stack([load_image(f, shape[1], shape[0]) for f in files])
     lo, hi = getattr(unwrap(denoiser), "data_range", None) or (-1.0, 1.0)
-    x = lo + (x + 1.0) * (hi - lo) / 2.0  # [-1, 1] -> the model's range
+    return lo + (x + 1.0) * (hi - lo) / 2.0, (lo, hi)  # [-1, 1] -> the model's range
+
+
+def _run_locked(args: argparse.Namespace, src: Path, out: Path) -> int:
+    import time
+
+    from ..editing.edit import edit_images
+    from ..models.loading import load_model
+
+    files = _input_files(src)
+    denoiser = load_model(args.model, device=resolve_device(args.device))
+    x, data_range = _load_images(files, denoiser)
     plans = build_plans(args, denoiser)
     t0 = time.time()
-    res = edit_images(denoiser, x, plans, eta=args.eta, n_steps=args.steps, h_injection=args.h_injection,
-                      seed=args.seed, same_noise=not args.different_noise, batch_size=args.batch_size,
-                      clip_x0=False if args.no_clip else None, progress=not args.quiet)
+    res = edit_images(denoiser, x, plans, edit_settings(args))
     names = image_names(files)
-    rows = []
-    for i, name in enumerate(names):
-        panels = [("source", res.source[i]), ("reconstruction", res.reconstruction[i])]
-        panels += [(f"edit_{k:02d}", res.edits[k, i]) for k in range(len(plans))]
-        rows.append((name, panels))
-    n_calls = max(1, -(-len(x) // args.batch_size))
-    record = {
+    rows = [(name, [("source", res.source[i]), ("reconstruction", res.reconstruction[i])] + edit_panels(res, i))
+            for i, name in enumerate(names)]
+    record = _record(args, denoiser, res, names, files, t0)
+    write_folder(out, rows, record, "edit.json", data_range, args.png_scale)
+    err = res.reconstruction_error
+    print(f"edited {len(x)} image(s), {len(plans)} edit(s) each, {res.nfe.total} NFE per image; "
+          f"reconstruction RMSE {err['rmse']:.4f} (PSNR {err['psnr_db']:.1f} dB) -> {out}")
+    return 0
+
+
+def _boundaries_record(plan) -> list[dict]:
+    return [{"attribute": b.attribute, "path": b.path, "t_m": b.t_m, "n_inv": b.n_inv,
+             "test_accuracy": {s: bd.stats.get("test_accuracy") for s, bd in b.spaces.items()},
+             "recommended_distance": {s: bd.recommended_distance for s, bd in b.spaces.items()}}
+            for b, _ in plan.edits] + [{"attribute": c.attribute, "path": c.path, "condition": True}
+                                       for c in plan.conditions]
+
+
+def _record(args: argparse.Namespace, denoiser, res, names: list[str], files: list[Path], t0: float) -> dict:
+    """OUT/edit.json: settings, edits, boundaries, NFE, reconstruction error, timings, per-image projections."""
+    import time
+
+    from .. import __version__
+    from ..editing.fingerprint import model_fingerprint
+
+    n_calls = max(1, -(-len(files) // args.batch_size))
+    n_edits = len(res.plans)
+    return {
         "command": "edit", "ddmkit_version": __version__, "model": args.model, "model_identity": model_fingerprint(denoiser),
         "domain": getattr(denoiser, "domain", None),
         "settings": res.settings,
-        "edits": [{"index": k, "file": f"edit_{k:02d}.png", "plan": p.describe(), "distances_used": res.distances_used[k]}
-                  for k, p in enumerate(plans)],
-        "boundaries": [{"attribute": b.attribute, "path": b.path, "t_m": b.t_m, "n_inv": b.n_inv,
-                        "test_accuracy": {s: bd.stats.get("test_accuracy") for s, bd in b.spaces.items()},
-                        "recommended_distance": {s: bd.recommended_distance for s, bd in b.spaces.items()}}
-                       for b, _ in plans[0].edits] + [{"attribute": c.attribute, "path": c.path, "condition": True}
-                                                      for c in plans[0].conditions],
-        "nfe_per_image": res.nfe,
-        "reconstruction_error": {k: v for k, v in res.reconstruction_error.items()},
+        "edits": edits_record(res),
+        "boundaries": _boundaries_record(res.plans[0]),
+        "nfe_per_image": res.nfe.to_json(),
+        "reconstruction_error": dict(res.reconstruction_error),
         "seconds": {**res.seconds, "total": round(time.time() - t0, 3),
-                    "per_edit_per_batch": round(res.seconds["edits"] / (len(plans) * n_calls), 4),
-                    "per_nfe_per_batch": round(res.seconds["edits"] / max(1, len(plans) * n_calls * res.nfe["per_edit"]), 5)},
-        "images": [{"name": n, "file": str(f), "projections_before": {a: {s: v[i] for s, v in sp.items()}
-                                                                       for a, sp in res.projections_before.items()},
-                    "projections_after": [{a: {s: v[i] for s, v in sp.items()} for a, sp in pa.items()}
-                                          for pa in res.projections_after],
+                    "per_edit_per_batch": round(res.seconds["edits"] / (n_edits * n_calls), 4),
+                    "per_nfe_per_batch": round(res.seconds["edits"] / max(1, n_edits * n_calls * res.nfe.per_edit), 5)},
+        "images": [{"name": n, "file": str(f), **projections_of(res, i),
                     "reconstruction_rmse": res.reconstruction_error["rmse_per_image"][i]}
                    for i, (n, f) in enumerate(zip(names, files))],
     }
-    write_folder(out, rows, record, "edit.json", (lo, hi), args.png_scale)
-    err = res.reconstruction_error
-    print(f"edited {len(x)} image(s), {len(plans)} edit(s) each, {res.nfe['total_per_image']} NFE per image; "
-          f"reconstruction RMSE {err['rmse']:.4f} (PSNR {err['psnr_db']:.1f} dB) -> {out}")
-    return 0

@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, out: Path) -> int:
     from .. import __version__
-    from ..editing.boundaries import model_fingerprint
     from ..editing.ddim import EpsModel
+    from ..editing.fingerprint import model_fingerprint
     from ..editing.mixing import default_candidates, mixing_step_search, plot_curve
     from ..io import atomic_write_json
     from ..models.loading import load_model
