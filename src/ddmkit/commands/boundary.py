@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DdmkitError
 from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
-from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
+from .common import add_model_argument, model_input_paths, resolve_device, run_lock
 
 
 class ParagraphFormatter(argparse.HelpFormatter):

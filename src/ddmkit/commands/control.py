@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import DdmkitError
 from .argtypes import MAX_STEPS, float_range, int_range

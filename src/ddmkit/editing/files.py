@@ -19,16 +19,16 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save
 
+from ..assets import shipped_model
 from ..errors import DdmkitError
 from ..io import atomic_write_bytes, atomic_write_json
-from ..models.loading import WEIGHTS_DIR
 from .attribute import SPACES, AttributeBoundary
 from .fingerprint import model_fingerprint
 from .hspace import DEFAULT_MODULE, hspace_shape
 from .settings import H_SOURCES
 from .svm import Boundary
 
-SHIPPED_DIR = (WEIGHTS_DIR / "boundaries").resolve()
+SHIPPED_DIR = shipped_model("default").boundaries_dir  # the boundaries shipped for the default model
 HEADER_KEY = "ddmkit_boundary"
 
 
