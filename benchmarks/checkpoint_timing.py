@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ddmkit.models.configs import get_arch  # noqa: E402
-from ddmkit.models.loading import build_unet, denoiser_from_unet  # noqa: E402
+from ddmkit.models.checkpoints import build_unet  # noqa: E402
+from ddmkit.models.loading import denoiser_from_unet  # noqa: E402
 
 # (architecture, what uses it, measured batch b, paper batch)
 CASES = [

@@ -50,10 +50,8 @@ def main() -> None:
 
     from ddmkit.data.faces import sample_faces, to_tensor_range
     from ddmkit.denoisers import unwrap
-    from ddmkit.editing import resolve_boundary, sample_to_tm
-    from ddmkit.editing.boundaries import invert_batched
-    from ddmkit.editing.ddim import sample_to_tm_karras
-    from ddmkit.editing.edit import prefix_noise_seeds
+    from ddmkit.editing import MixingStep, invert_batched, resolve_boundary, sample_to_tm, sample_to_tm_karras
+    from ddmkit.editing.seeds import prefix_noise_seeds
     from ddmkit.editing.labelled import EVAL_FACES_SEED
     from ddmkit.integrators import PerSampleGenerator
     from ddmkit.models.loading import load_model, shipped_model_dir
@@ -92,11 +90,11 @@ def main() -> None:
 
     t_m = resolve_boundary("smiling", den).t_m
     radius = lambda z: float(z.reshape(len(z), -1).norm(dim=1).mean())  # noqa: E731
-    z_inv, _ = invert_batched(den, real[:n], t_m, 40, batch_size=n)
+    z_inv, _ = invert_batched(den, real[:n], MixingStep(t_m, 40), batch_size=n)
     x_T = PerSampleGenerator([sample_seed(args.seed, i) for i in range(n)]).randn((n, 3, 32, 32))
     seeds = prefix_noise_seeds(args.seed, range(n))
-    z_ddim = sample_to_tm(den, x_T, t_m, 50, eta=1.0, generator=PerSampleGenerator(seeds)).z
-    z_kar2 = sample_to_tm_karras(den, x_T, t_m, 50, integrator="kar2", generator=PerSampleGenerator(seeds),
+    z_ddim = sample_to_tm(den, x_T, MixingStep(t_m), 50, eta=1.0, generator=PerSampleGenerator(seeds)).z
+    z_kar2 = sample_to_tm_karras(den, x_T, MixingStep(t_m), 50, integrator="kar2", generator=PerSampleGenerator(seeds),
                                  options={"s_tmin": 1.0, "s_tmax": 400.0}).z
     d = int(np.prod(inner.sample_shape))
     out["latent_radius_at_t_m"] = {"t_m": int(t_m), "sqrt_d": float(np.sqrt(d)),

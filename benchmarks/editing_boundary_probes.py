@@ -21,16 +21,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import attribute_scores, machine, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, write_json  # noqa: E402
+from ddmkit.data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+from ddmkit.editing import (AttributeBoundary, Distance, EditPlan, EditSettings, MixingStep, edit_latents, fit_svm,
+                            generate, invert_batched, resolve_boundary, sample_to_tm, seeds)
+from ddmkit.editing.labelled import FIT_FACES_SEED
+from ddmkit.integrators import PerSampleGenerator
+from ddmkit.metrics.classifiers import load_attribute_classifier
+from ddmkit.models.loading import load_model
+from ddmkit.sampling import sample_seed
+
+GEN_STEPS = 10  # DDIM eta 1 steps after the edit
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--num", type=int, default=200)
     ap.add_argument("--pairs", type=int, default=100)
@@ -39,101 +47,116 @@ def main() -> None:
     ap.add_argument("--multiples", default="0.25,0.4,0.5,0.75,1")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--out", default="editing_boundary_probes.json", help="file name under results/")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    return ap.parse_args()
 
-    from ddmkit.data.faces import ATTRIBUTES, sample_faces, to_tensor_range
-    from ddmkit.editing import Distance, EditPlan, edit_latents, generate, resolve_boundary, sample_to_tm
-    from ddmkit.editing.boundaries import AttributeBoundary, fit_svm, invert_batched
-    from ddmkit.editing.edit import prefix_noise_seeds
-    from ddmkit.editing.labelled import FIT_FACES_SEED
-    from ddmkit.integrators import PerSampleGenerator
-    from ddmkit.metrics.classifiers import load_attribute_classifier
-    from ddmkit.models.loading import load_model
-    from ddmkit.sampling import sample_seed
 
-    t0 = time.time()
-    den = load_model("default")
-    clf = load_attribute_classifier("faces")
-    n, B = args.num, args.batch_size
-    attrs = args.attributes.split(",")
-    t_m = resolve_boundary(attrs[0], den).t_m
+class Probes:
+    """The generated latents at t_m, their unedited samples and classifier calls, and the rows so far."""
 
-    def log(msg):
-        print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+    def __init__(self, args: argparse.Namespace):
+        self.t0 = time.time()
+        self.args, self.n, self.B = args, args.num, args.batch_size
+        self.den = load_model("default")
+        self.clf = load_attribute_classifier("faces")
+        self.attrs = args.attributes.split(",")
+        self.step = MixingStep(resolve_boundary(self.attrs[0], self.den).t_m)
+        self.z, self.h = self.generated()
+        self.noise_seeds = [sample_seed(1_000_003, i) for i in range(self.n)]  # benchmarks/editing.py's post-edit noise
+        self.ref_calls = self.calls(self.batched(lambda idx, g: self.generate(self.z[idx], g)))
+        self.log(f"{self.n} generated latents at t_m = {self.step.t_m} and their unedited samples")
+        self.rows: list[dict] = []
 
-    def calls(x: np.ndarray) -> np.ndarray:  # as benchmarks/editing.py: through uint8 images
+    def log(self, msg) -> None:
+        print(f"[{time.time() - self.t0:6.0f}s] {msg}", flush=True)
+
+    def generated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`ddmkit control`'s prefix: x_T of seed 0, DDIM eta 1 down to t_m in 50 NFE."""
+        n, B = self.n, self.B
+        x_T = seeds.x_T(0, range(n), (3, 32, 32))
+        zs, hs = [], []
+        for i in range(0, n, B):
+            noise = PerSampleGenerator(seeds.prefix_noise_seeds(0, range(i, min(i + B, n))))
+            pre = sample_to_tm(self.den, x_T[i:i + B], self.step, 50, eta=1.0, generator=noise)
+            zs.append(pre.z)
+            hs.append(pre.h)
+        return torch.cat(zs), torch.cat(hs)
+
+    def calls(self, x: np.ndarray) -> np.ndarray:  # as benchmarks/editing.py: through uint8 images
         u = np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.uint8)
-        return (clf.extract(u.astype(np.float32) / 127.5 - 1)[1] > 0.5).astype(np.int64)
+        return (self.clf.extract(u.astype(np.float32) / 127.5 - 1)[1] > 0.5).astype(np.int64)
 
-    x_T = PerSampleGenerator([sample_seed(0, i) for i in range(n)]).randn((n, 3, 32, 32))
-    zs, hs = [], []
-    for i in range(0, n, B):
-        pre = sample_to_tm(den, x_T[i:i + B], t_m, 50, eta=1.0, generator=PerSampleGenerator(prefix_noise_seeds(0, range(i, min(i + B, n)))))
-        zs.append(pre.z)
-        hs.append(pre.h)
-    z, h = torch.cat(zs), torch.cat(hs)
-    noise_seeds = [sample_seed(1_000_003, i) for i in range(n)]  # benchmarks/editing.py's post-edit noise
+    def generate(self, z: torch.Tensor, g) -> np.ndarray:
+        return generate(self.den, z, self.step, GEN_STEPS, eta=1.0, generator=g)[0].clamp(-1, 1).numpy()
 
-    def batched(fn) -> np.ndarray:
-        return np.concatenate([fn(np.arange(i, min(i + B, n)), PerSampleGenerator([noise_seeds[k] for k in range(i, min(i + B, n))]))
+    def batched(self, fn) -> np.ndarray:
+        n, B = self.n, self.B
+        return np.concatenate([fn(np.arange(i, min(i + B, n)),
+                                  PerSampleGenerator([self.noise_seeds[k] for k in range(i, min(i + B, n))]))
                                for i in range(0, n, B)])
 
-    ref = batched(lambda idx, g: generate(den, z[idx], t_m, 10, eta=1.0, generator=g)[0].clamp(-1, 1).numpy())
-    ref_calls = calls(ref)
-    log(f"{n} generated latents at t_m = {t_m} and their unedited samples")
-    rows = []
+    def score(self, x, j, target, **what) -> None:
+        row = {**what, **attribute_scores(self.calls(x), self.ref_calls, j, target)}
+        self.rows.append(row)
+        self.log({k: v for k, v in row.items() if k != "other_attribute_flip_rate"})
 
-    def score(x, j, target, **what):
-        p = calls(x)
-        others = [k for k in range(len(ATTRIBUTES)) if k != j]
-        row = {**what, "success": float((p[:, j] == target).mean()),
-               "preservation": float((p[:, others] == ref_calls[:, others]).all(1).mean()),
-               "other_attribute_flip_rate": {ATTRIBUTES[k]: float((p[:, k] != ref_calls[:, k]).mean()) for k in others}}
-        rows.append(row)
-        log({k: v for k, v in row.items() if k != "other_attribute_flip_rate"})
-
-    for attr in attrs:
-        j = ATTRIBUTES.index(attr)
-        target = 1 - ref_calls[:, j]
+    def masked(self, attr: str, shipped: AttributeBoundary, target: np.ndarray) -> None:
+        """z-only "set" edits along the whole shipped z normal, then with its rows below each mask row zeroed."""
+        j, n, z = ATTRIBUTES.index(attr), self.n, self.z
         sign = np.where(target == 1, 1.0, -1.0)
-        shipped = resolve_boundary(attr, den)
         nz = shipped["z"].normal.astype(np.float64)
         flat = z.reshape(n, -1).double().numpy()
         step = sign * shipped["z"].recommended_distance - flat @ nz.reshape(-1)  # "set" along the whole normal
-        for keep in [32] + [int(r) for r in args.mask_rows.split(",") if r]:
+        for keep in [32] + [int(r) for r in self.args.mask_rows.split(",") if r]:
             m = nz.copy()
             m[:, keep:, :] = 0.0
             z2 = torch.from_numpy((flat + step[:, None] * m.reshape(1, -1)).reshape(z.shape).astype(np.float32))
-            x = batched(lambda idx, g: generate(den, z2[idx], t_m, 10, eta=1.0, generator=g)[0].clamp(-1, 1).numpy())
-            score(x, j, target, probe="masked", attribute=attr, rows_kept=keep,
-                  normal_energy_kept=float((m**2).sum() / (nz**2).sum()))
+            x = self.batched(lambda idx, g: self.generate(z2[idx], g))
+            self.score(x, j, target, probe="masked", attribute=attr, rows_kept=keep,
+                       normal_energy_kept=float((m**2).sum() / (nz**2).sum()))
 
-        seed = FIT_FACES_SEED + 777
-        pos, _ = sample_faces(args.pairs, seed=seed, fixed={attr: 1})
-        neg, _ = sample_faces(args.pairs, seed=seed, fixed={attr: 0})
+    def paired_boundary(self, attr: str, shipped: AttributeBoundary) -> tuple[AttributeBoundary, dict]:
+        """SVMs on counterfactual pairs (the same face with and without the attribute), inverted to t_m."""
+        seed, pairs = FIT_FACES_SEED + 777, self.args.pairs
+        pos, _ = sample_faces(pairs, seed=seed, fixed={attr: 1})
+        neg, _ = sample_faces(pairs, seed=seed, fixed={attr: 0})
         faces = np.concatenate([to_tensor_range(pos), to_tensor_range(neg)])
-        labels = np.r_[np.ones(args.pairs, np.int64), np.zeros(args.pairs, np.int64)]
-        fz, fh = invert_batched(den, faces, t_m, 40, batch_size=B)
+        labels = np.r_[np.ones(pairs, np.int64), np.zeros(pairs, np.int64)]
+        fz, fh = invert_batched(self.den, faces, MixingStep(self.step.t_m, 40), batch_size=self.B)
         spaces = {s: fit_svm(f.numpy(), labels, space=s) for s, f in (("z", fz), ("h", fh))}
-        paired = AttributeBoundary(spaces=spaces, meta=dict(shipped.meta))
         cos = {s: float((spaces[s].normal.ravel().astype(np.float64) * shipped[s].normal.ravel()).sum()) for s in spaces}
-        log(f"{attr}: paired boundary fitted; cosine with the shipped normals {cos}")
-        for mult in [float(v) for v in args.multiples.split(",") if v]:
-            out = np.zeros(tuple(z.shape), np.float32)
+        return AttributeBoundary(spaces=spaces, meta=dict(shipped.meta)), cos
+
+    def paired(self, attr: str, shipped: AttributeBoundary, target: np.ndarray) -> None:
+        j, B = ATTRIBUTES.index(attr), self.B
+        paired, cos = self.paired_boundary(attr, shipped)
+        self.log(f"{attr}: paired boundary fitted; cosine with the shipped normals {cos}")
+        settings = EditSettings(eta=1.0, n_steps=GEN_STEPS)
+        for mult in [float(v) for v in self.args.multiples.split(",") if v]:
+            out = np.zeros(tuple(self.z.shape), np.float32)
             for s, sel in ((+1, np.flatnonzero(target == 1)), (-1, np.flatnonzero(target == 0))):
                 plan = EditPlan([(paired, Distance(s * mult, relative=True))], space="both", move="set")
                 for i in range(0, len(sel), B):
                     idx = sel[i:i + B]
-                    o, _, _ = edit_latents(den, z[idx], h[idx], plan, eta=1.0, n_steps=10,
-                                           generator=PerSampleGenerator([noise_seeds[k] for k in idx]))
+                    o, _, _ = edit_latents(self.den, self.z[idx], self.h[idx], plan, settings,
+                                           generator=PerSampleGenerator([self.noise_seeds[k] for k in idx]))
                     out[idx] = o.numpy()
-            score(out, j, target, probe="paired", attribute=attr, multiple=mult, pairs=args.pairs,
-                  cosine_with_shipped=cos, recommended_distance={s: spaces[s].recommended_distance for s in spaces})
+            self.score(out, j, target, probe="paired", attribute=attr, multiple=mult, pairs=self.args.pairs,
+                       cosine_with_shipped=cos,
+                       recommended_distance={s: paired[s].recommended_distance for s in paired.spaces})
 
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    p = Probes(args)
+    for attr in p.attrs:
+        target = 1 - p.ref_calls[:, ATTRIBUTES.index(attr)]
+        shipped = resolve_boundary(attr, p.den)
+        p.masked(attr, shipped, target)
+        p.paired(attr, shipped, target)
     write_json(args.out, {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/editing_boundary_probes.py " + " ".join(sys.argv[1:]),
-                          "machine": machine(), "settings": {**vars(args), "t_m": int(t_m)}, "rows": rows,
-                          "seconds": round(time.time() - t0, 1)})
+                          "machine": machine(), "settings": {**vars(args), "t_m": int(p.step.t_m)}, "rows": p.rows,
+                          "seconds": round(time.time() - p.t0, 1)})
 
 
 if __name__ == "__main__":

@@ -19,12 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import attribute_scores, machine, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, write_json  # noqa: E402
+from ddmkit.data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+from ddmkit.editing import (Distance, EditPlan, EditSettings, edit_latents, generate, invert_batched,
+                            resolve_boundary, sample_to_tm, seeds)
+from ddmkit.editing.labelled import EVAL_FACES_SEED
+from ddmkit.integrators import PerSampleGenerator
+from ddmkit.metrics.classifiers import load_attribute_classifier
+from ddmkit.models.loading import load_model
+from ddmkit.sampling import sample_seed
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--num", type=int, default=200)
     ap.add_argument("--prefix-steps", type=int, default=50)
@@ -34,88 +41,92 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--boundary-dir", default=None, help="boundaries DIR/<attribute>.safetensors instead of the shipped")
     ap.add_argument("--out", default="editing_generated_probe.json", help="file name under results/")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    return ap.parse_args()
 
-    from ddmkit.data.faces import ATTRIBUTES, sample_faces, to_tensor_range
-    from ddmkit.editing import Distance, EditPlan, edit_latents, generate, resolve_boundary, sample_to_tm
-    from ddmkit.editing.boundaries import invert_batched
-    from ddmkit.editing.edit import prefix_noise_seeds
-    from ddmkit.editing.labelled import EVAL_FACES_SEED
-    from ddmkit.integrators import PerSampleGenerator
-    from ddmkit.metrics.classifiers import load_attribute_classifier
-    from ddmkit.models.loading import load_model
-    from ddmkit.sampling import sample_seed
 
-    den = load_model("default")
-    clf = load_attribute_classifier("faces")
-    attrs = args.attributes.split(",")
-    def boundary(attr: str):
-        return resolve_boundary(str(Path(args.boundary_dir) / f"{attr}.safetensors") if args.boundary_dir else attr, den)
+class Probe:
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.n, self.B = args, args.num, args.batch_size
+        self.den = load_model("default")
+        self.clf = load_attribute_classifier("faces")
+        self.attrs = args.attributes.split(",")
+        self.b0 = self.boundary(self.attrs[0])
 
-    b0 = boundary(attrs[0])
-    t_m, n, B = b0.t_m, args.num, args.batch_size
+    def boundary(self, attr: str):
+        d = self.args.boundary_dir
+        return resolve_boundary(str(Path(d) / f"{attr}.safetensors") if d else attr, self.den)
 
-    def calls(x: torch.Tensor) -> np.ndarray:
-        return (clf.extract(x.clamp(-1, 1).numpy())[1] > 0.5).astype(np.int64)
+    def calls(self, x: torch.Tensor) -> np.ndarray:
+        return (self.clf.extract(x.clamp(-1, 1).numpy())[1] > 0.5).astype(np.int64)
 
-    def regen(z: torch.Tensor, seed: int, h=None, plan=None, idx=None) -> torch.Tensor:
+    def regen(self, z: torch.Tensor, seed: int, h=None, plan=None, idx=None) -> torch.Tensor:
+        """Generate (eta = 1) from latents at t_m, edited by `plan` if given, with per-sample seeds."""
         idx = np.arange(len(z)) if idx is None else idx
-        outs = []
+        outs, B = [], self.B
         for i in range(0, len(z), B):
             gen = PerSampleGenerator([sample_seed(seed, int(j)) for j in idx[i:i + B]])
             if plan is None:
-                out, _ = generate(den, z[i:i + B], t_m, args.gen_steps, eta=1.0, generator=gen)
+                out, _ = generate(self.den, z[i:i + B], self.b0.step, self.args.gen_steps, eta=1.0, generator=gen)
             else:
-                out, _, _ = edit_latents(den, z[i:i + B], h[i:i + B], plan, eta=1.0, n_steps=args.gen_steps, generator=gen)
+                out, _, _ = edit_latents(self.den, z[i:i + B], h[i:i + B], plan,
+                                         EditSettings(eta=1.0, n_steps=self.args.gen_steps), generator=gen)
             outs.append(out)
         return torch.cat(outs)
 
-    def generated(prefix_eta: float):
-        x_T = PerSampleGenerator([sample_seed(0, i) for i in range(n)]).randn((n, 3, 32, 32))
+    def generated(self, prefix_eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        n, B = self.n, self.B
+        x_T = seeds.x_T(0, range(n), (3, 32, 32))
         zs, hs = [], []
         for i in range(0, n, B):
-            gen = PerSampleGenerator(prefix_noise_seeds(0, range(i, min(i + B, n)))) if prefix_eta > 0 else None
-            pre = sample_to_tm(den, x_T[i:i + B], t_m, args.prefix_steps, h_source=b0.h_source, eta=prefix_eta, generator=gen)
+            gen = PerSampleGenerator(seeds.prefix_noise_seeds(0, range(i, min(i + B, n)))) if prefix_eta > 0 else None
+            pre = sample_to_tm(self.den, x_T[i:i + B], self.b0.step, self.args.prefix_steps, eta=prefix_eta, generator=gen)
             zs.append(pre.z)
             hs.append(pre.h)
         return torch.cat(zs), torch.cat(hs)
 
-    t0 = time.time()
-    ambiguity = []
-    latents = {}
-    faces, _ = sample_faces(n, seed=EVAL_FACES_SEED)
-    z_inv, h_inv = invert_batched(den, to_tensor_range(faces), t_m, b0.n_inv, h_source=b0.h_source, batch_size=B)
-    sources = {"inverted": (z_inv, h_inv)}
-    for pe in (0.0, 1.0):
-        sources[f"generated, prefix eta {pe:g}"] = latents[pe] = generated(pe)
-    for name, (z, _) in sources.items():
-        a, b = calls(regen(z, 11)), calls(regen(z, 12))
-        ambiguity.append({"source": name, "any_attribute_differs": float((a != b).any(1).mean()),
-                          "per_attribute": {k: float((a[:, j] != b[:, j]).mean()) for j, k in enumerate(ATTRIBUTES)}})
-        print(ambiguity[-1], flush=True)
-
-    z, h = latents[1.0]
-    ref = calls(regen(z, 11))
-    rows = []
-    for attr in attrs:
-        b = boundary(attr)
-        j = ATTRIBUTES.index(attr)
-        target = 1 - ref[:, j]
-        others = [k for k in range(len(ATTRIBUTES)) if k != j]
-        for d in (float(v) for v in args.distances.split(",")):
-            out = torch.zeros(n, 3, 32, 32)
-            for sign, sel in ((+1, np.flatnonzero(target == 1)), (-1, np.flatnonzero(target == 0))):
-                plan = EditPlan([(b, Distance(sign * d, relative=True))], space="both", move="set")
-                out[sel] = regen(z[sel], 11, h[sel], plan, idx=sel)
-            got = calls(out)
-            rows.append({"attribute": attr, "distance": d, "success": float((got[:, j] == target).mean()),
-                         "preservation": float((got[:, others] == ref[:, others]).all(1).mean()),
-                         "other_attribute_flip_rate": {ATTRIBUTES[k]: float((got[:, k] != ref[:, k]).mean()) for k in others}})
+    def ambiguity(self) -> tuple[list[dict], dict]:
+        """Two eta = 1 regenerations with different noise, no edit: the share whose attribute calls differ."""
+        faces, _ = sample_faces(self.n, seed=EVAL_FACES_SEED)
+        sources = {"inverted": invert_batched(self.den, to_tensor_range(faces), self.b0.step, batch_size=self.B)}
+        latents = {}
+        for pe in (0.0, 1.0):
+            sources[f"generated, prefix eta {pe:g}"] = latents[pe] = self.generated(pe)
+        rows = []
+        for name, (z, _) in sources.items():
+            a, b = self.calls(self.regen(z, 11)), self.calls(self.regen(z, 12))
+            rows.append({"source": name, "any_attribute_differs": float((a != b).any(1).mean()),
+                         "per_attribute": {k: float((a[:, j] != b[:, j]).mean()) for j, k in enumerate(ATTRIBUTES)}})
             print(rows[-1], flush=True)
+        return rows, latents
+
+    def distance_rows(self, z: torch.Tensor, h: torch.Tensor) -> list[dict]:
+        """Mixing-step edits toward the opposite attribute at fractions of the recommended distance."""
+        ref = self.calls(self.regen(z, 11))
+        rows = []
+        for attr in self.attrs:
+            b = self.boundary(attr)
+            j = ATTRIBUTES.index(attr)
+            target = 1 - ref[:, j]
+            for d in (float(v) for v in self.args.distances.split(",")):
+                out = torch.zeros(self.n, 3, 32, 32)
+                for sign, sel in ((+1, np.flatnonzero(target == 1)), (-1, np.flatnonzero(target == 0))):
+                    plan = EditPlan([(b, Distance(sign * d, relative=True))], space="both", move="set")
+                    out[sel] = self.regen(z[sel], 11, h[sel], plan, idx=sel)
+                rows.append({"attribute": attr, "distance": d, **attribute_scores(self.calls(out), ref, j, target)})
+                print(rows[-1], flush=True)
+        return rows
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    p = Probe(args)
+    t0 = time.time()
+    ambiguity, latents = p.ambiguity()
+    rows = p.distance_rows(*latents[1.0])
     write_json(args.out, {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/editing_generated_probe.py " + " ".join(sys.argv[1:]),
-        "machine": machine(), "settings": {**vars(args), "t_m": t_m, "regeneration_eta": 1.0},
+        "machine": machine(), "settings": {**vars(args), "t_m": p.b0.t_m, "regeneration_eta": 1.0},
         "ambiguity": ambiguity, "distance_rows": rows, "seconds": round(time.time() - t0, 1)})
 
 

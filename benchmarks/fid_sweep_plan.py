@@ -92,7 +92,8 @@ def measure(device: str, batch: int = 200, reps: int = 5) -> float:
     import torch
 
     from ddmkit.models.configs import get_arch
-    from ddmkit.models.loading import build_unet, denoiser_from_unet
+    from ddmkit.models.checkpoints import build_unet
+    from ddmkit.models.loading import denoiser_from_unet
 
     arch = get_arch("cifar10_ncsnpp_continuous")
     torch.manual_seed(0)

@@ -12,3 +12,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install --quiet "torch==${DDMKIT_TORCH_VERSION:-2.13.0}"
 fi
 .venv/bin/pip install --quiet -e ".[test]"
+# torch-fidelity's Inception extractor for FID (and its tests), pinned in ddmkit.metrics.fidelity; without its
+# dependencies: ddmkit never imports its torchvision-bound parts, and torchvision could pull another torch
+TORCH_FIDELITY_VERSION=$(.venv/bin/python -c "from ddmkit.metrics.fidelity import TORCH_FIDELITY_VERSION as v; print(v)")
+.venv/bin/pip install --quiet --no-deps "torch-fidelity==${TORCH_FIDELITY_VERSION}"

@@ -35,7 +35,8 @@ from torch import nn
 from ddmkit.cli import main as cli_main
 from ddmkit.errors import ModelLoadError
 from ddmkit.models import configs as C
-from ddmkit.models.loading import load_model, model_identity, read_checkpoint
+from ddmkit.models.checkpoints import read_checkpoint
+from ddmkit.models.loading import load_model, model_identity
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -584,7 +585,7 @@ def test_configs_reproduce_the_published_diffusers_configs():
 
 
 def test_every_named_architecture_builds_with_its_published_size():
-    from ddmkit.models.loading import build_unet
+    from ddmkit.models.checkpoints import build_unet
 
     expected_millions = {"google/ddpm-cifar10-32": 35.7, "google/ddpm-celebahq-256": 113.7}  # Ho et al. 2020
     for name in C.arch_names():
@@ -828,7 +829,7 @@ def test_convert_writes_a_diffusers_folder_that_matches(tmp_path, capsys):
     prov = json.loads((out / "ddmkit_conversion.json").read_text())
     assert prov["source_sha256"] and prov["config"] == name and prov["weights"] == "ema"
     den = load_model(str(out))
-    from ddmkit.models.convert_score_sde import NCSNppResidualUNet2DModel
+    from ddmkit.models.ncsnpp import NCSNppResidualUNet2DModel
 
     again = NCSNppResidualUNet2DModel.from_pretrained(out / "unet").eval()  # diffusers' own loader, local path
     x, s = torch.rand(2, 3, 16, 16), torch.tensor([0.1, 20.0])

@@ -95,7 +95,7 @@ def corrupt_folder(tmp_path, unet_folder, kind):
     "case, extra, message",
     [
         ("integrator", ["--integrator", "heun9"], "unknown integrator 'heun9'"),
-        ("steps", ["--steps", "0"], "--steps must be >= 1"),
+        ("steps", ["--steps", "0"], "--steps must be >= 1 and <= 10000, got 0"),
         ("kar-steps", ["--integrator", "kar1", "--steps", "1"], "needs --steps >= 2"),
         ("num", ["--num", "0"], "--num"),
         ("option", ["--integrator", "kar1", "--eta", "1"], "applies to ddim only"),
@@ -166,3 +166,37 @@ def test_kar2_churn_window_flags(tmp_path, mixture_json, capsys):
     assert np.abs(x["kar2_all"] - x["kar1"]).max() > 1e-3
     code, _, err = run_cli(base + [tmp_path / "bad", "--integrator", "kar1", "--s-tmax", "5"], capsys)
     assert code != 0 and "--s-tmax applies to kar2 only" in err
+
+
+def test_seeds_use_all_64_bits(tmp_path, mixture_json, capsys):
+    """Seeds equal modulo 2^32 give different samples (no aliasing); seeds below 2^32 keep their streams."""
+    from ddmkit.sampling import sample_seed
+
+    assert sample_seed(5, 3) != sample_seed(5 + 2**32, 3)
+    x = {}
+    for s in (7, 7 + 2**32, 2**64 - 1):
+        code, _, err = run_cli(["sample", "--model", f"gmm:{mixture_json}", "--integrator", "kar1", "--steps", "4",
+                                "--num", "6", "--seed", s, "--out", tmp_path / str(s), "--quiet"], capsys)
+        assert code == 0, err
+        x[s] = np.load(tmp_path / str(s) / "samples.npz")["x"]
+    assert not np.allclose(x[7], x[7 + 2**32]) and not np.allclose(x[7], x[2**64 - 1])
+
+
+def test_settings_diff_names_nested_keys():
+    from ddmkit.outputs import settings_diff
+
+    assert settings_diff({"a": 1, "dmcmc": {"eta": 0.1, "n": 2}}, {"a": 1, "dmcmc": {"eta": 0.2, "n": 2}}) == ["dmcmc.eta"]
+    assert settings_diff({"a": 1}, {"a": 1, "b": {"c": 1}}) == ["b"]
+
+
+def test_overwrite_replaces_a_finished_run_and_only_its_images(tmp_path, mixture_json, unet_folder, capsys):
+    args = ["sample", "--model", unet_folder, "--integrator", "ddim", "--steps", "2", "--quiet"]
+    out = tmp_path / "r"
+    assert run_cli(args + ["--num", "3", "--out", out], capsys)[0] == 0
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_cli(args + ["--num", "2", "--out", out], capsys)
+    assert code == 2 and "already holds a finished run" in err
+    code, _, err = run_cli(args + ["--num", "2", "--seed", "4", "--out", out, "--overwrite"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png"]
+    assert (out / "notes.txt").read_text() == "mine" and np.load(out / "samples.npz")["x"].shape[0] == 2

@@ -20,15 +20,21 @@ BIN = Path(sys.executable).parent
 MIX = {"weights": [0.5, 0.3, 0.2], "means": [[-3, 0], [3, 1], [0, 4]], "stds": [[0.5, 0.3], [0.4, 0.6], [0.3, 0.3]]}
 
 
+RUNNER = Path(__file__).parent / "cli_runner.py"
+
+
 def worker_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "DDMKIT_FAULT_AFTER_PARTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", **extra)
     return env
 
 
-def torchrun(args, cwd, nproc: int = 2, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node N -m ddmkit -- ARGS` (the `--` keeps torchrun off ddmkit's flags)."""
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc), "-m", "ddmkit", "--",
+def torchrun(args, cwd, nproc: int = 2, timeout: float = 120, fault: list | None = None,
+             **env: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node N -m ddmkit -- ARGS` (the `--` keeps torchrun off ddmkit's flags);
+    with `fault`, the workers run tests/cli_runner.py with those fault options instead (e.g. a worker that dies)."""
+    entry = ["-m", "ddmkit"] if fault is None else [str(RUNNER), *[str(f) for f in fault]]
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc), *entry, "--",
            *[str(a) for a in args]]
     return subprocess.run(cmd, cwd=cwd, env=worker_env(**env), capture_output=True, text=True, timeout=timeout)
 
@@ -77,7 +83,7 @@ def test_two_workers_equal_one_worker_sample_for_sample(mix, reference, tmp_path
 
 def test_killed_run_resumes_with_one_or_two_workers(mix, reference, tmp_path):
     cut = tmp_path / "cut"
-    res = torchrun(plain_args(mix, cut), tmp_path, DDMKIT_FAULT_AFTER_PARTS="1:2")  # worker 1 dies after 2 parts
+    res = torchrun(plain_args(mix, cut), tmp_path, fault=["--rank", 1, "--exit-after-parts", 2])  # worker 1 dies
     assert res.returncode != 0 and not (cut / "manifest.json").exists()
     with_parts = {}
     for f in (cut / "parts").glob("part-*.npz"):
@@ -104,12 +110,12 @@ REDUCE_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     from ddmkit import distributed
-    from ddmkit.metrics.frechet import FeatureStats
+    from ddmkit.metrics.frechet import FeatureStats, reduce_over_workers
     feats = np.random.default_rng(0).normal(size=(9, 5))
     with distributed.session("cpu") as dist:
         lo, hi = (0, 0) if dist.rank == 0 else (0, 9)  # worker 0 has no features at all
         lo, hi = distributed.block(9, dist.rank, 2) if sys.argv[1] == "block" else (lo, hi)
-        s = distributed.reduce_feature_stats(FeatureStats.from_features(feats[lo:hi]) if hi > lo else FeatureStats(), dist)
+        s = reduce_over_workers(FeatureStats.from_features(feats[lo:hi]) if hi > lo else FeatureStats(), dist)
         if dist.is_main:
             print(json.dumps({"count": s.count, "sum": s.sum.tolist(), "outer": s.outer.tolist()}))
 """)
@@ -161,7 +167,7 @@ def dlg_args(mix, clf, out) -> list:
 
 def test_dlg_two_workers_split_chains_and_resume_only_with_two(mix, clf, tmp_path, capsys):
     out = tmp_path / "dlg"
-    res = torchrun(dlg_args(mix, clf, out), tmp_path, DDMKIT_FAULT_AFTER_PARTS="0:1")  # worker 0 dies after 1 round
+    res = torchrun(dlg_args(mix, clf, out), tmp_path, fault=["--rank", 0, "--exit-after-parts", 1])  # worker 0 dies
     assert res.returncode != 0 and not (out / "manifest.json").exists()
     assert (out / "parts" / "dlg-workers.json").is_file()
     assert main([str(a) for a in dlg_args(mix, clf, out)]) == 2  # one worker cannot take over split chains

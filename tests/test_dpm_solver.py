@@ -16,7 +16,7 @@ from ddmkit.denoisers import VPEpsDenoiser
 from ddmkit.dmcmc.classifier import exact_mixture_classifier
 from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
 from ddmkit.errors import DdmkitError
-from ddmkit.integrators import INTEGRATORS, STOCHASTIC, dpmpp_2m, rk45, unipc
+from ddmkit.integrators import INTEGRATORS, dpmpp_2m, rk45, unipc
 from ddmkit.mixtures import GaussianMixture, GMMDenoiser
 from ddmkit.sampling import integrate, make_schedule, sample
 from ddmkit.schedules import karras_sigmas
@@ -158,7 +158,9 @@ def test_vp_grid_from_a_per_sample_start_sigma():
 @pytest.mark.parametrize("integrator", [dpmpp_2m, unipc])
 def test_registered_deterministic_and_one_nfe_per_step(gmm_2d, integrator):
     name = integrator.__name__
-    assert INTEGRATORS[name] is integrator and name not in STOCHASTIC
+    spec = INTEGRATORS[name]
+    assert spec.fn is integrator and spec.kind == "ODE" and not spec.stochastic() and spec.grid == "dpm"
+    assert spec.min_steps == 1 and spec.nfe(7) == 7 and spec.max_steps(12) == 12 and spec.options == ()
     for steps in (1, 3, 10):
         a = sample(gmm_2d, integrator=name, steps=steps, num=50, seed=4, use_tweedie=False)
         b = sample(gmm_2d, integrator=name, steps=steps, num=50, seed=4, batch_size=7, use_tweedie=False)
@@ -205,9 +207,8 @@ def test_cli_samples_with_the_multistep_solvers_and_lists_them(tmp_path, mixture
     assert np.isfinite(np.load(out / "samples.npz")["x"]).all()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["integrator"] == name and manifest["nfe_per_sample"] == 10 + 1  # steps + Tweedie
-    with pytest.raises(SystemExit):
-        main(["sample", "--help"])
-    assert name in capsys.readouterr().out
+    code, out, _ = run_cli(["sample", "--help"], capsys)
+    assert code == 0 and name in out
     code, _, err = run_cli(["sample", "--model", f"gmm:{mixture_json}", "--integrator", name, "--steps", "0",
                             "--out", tmp_path / "bad"], capsys)
     assert code == 2 and "--steps must be >= 1" in err and err.count("\n") == 1

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from ddmkit.denoisers import VPEpsDenoiser
-from ddmkit.editing.boundaries import (AttributeBoundary, condition_normal, fit_boundaries, fit_svm, load_boundary,
-                                       read_boundary_file, resolve_boundary, save_boundary, split_train_test)
-from ddmkit.editing.edit import Distance, EditPlan, move, parse_distance, parse_sweep
+from ddmkit.editing.attribute import AttributeBoundary
+from ddmkit.editing.files import load_boundary, read_boundary_file, resolve_boundary, save_boundary
+from ddmkit.editing.fitting import fit_boundaries
+from ddmkit.editing.plan import Distance, EditPlan, parse_distance, parse_sweep
+from ddmkit.editing.settings import MixingStep
+from ddmkit.editing.svm import condition_normal, fit_svm, move, split_train_test
 from ddmkit.editing.labelled import labelled_faces
 from ddmkit.errors import DdmkitError
 
@@ -35,7 +38,7 @@ def den():
 @pytest.fixture(scope="module")
 def fitted(den):
     x, y, info = labelled_faces(16, "smiling", resolution=16)
-    return fit_boundaries(den, x, y, attribute="smiling", t_m=60, n_inv=5, data=info)
+    return fit_boundaries(den, x, y, attribute="smiling", step=MixingStep(60, 5), data=info)
 
 
 def separable(n=200, d=500, margin=3.0, seed=0):
@@ -155,7 +158,7 @@ def test_conditional_normal_is_orthogonal():
 
 
 def _boundary(name, normal, path):
-    from ddmkit.editing.boundaries import Boundary
+    from ddmkit.editing.svm import Boundary
 
     b = Boundary("z", normal.astype(np.float32), normal.astype(np.float64), 0.0, {"recommended_distance": 4.0})
     meta = {"attribute": name, "t_m": 10, "n_inv": 3, "h_source": "last"}

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from ddmkit.cli import main
-from ddmkit.editing.boundaries import fit_boundaries, invert_batched, load_boundary, save_boundary
 from ddmkit.editing.calibrate import apply_calibration, calibrate_distance, choose_multiple
-from ddmkit.editing.edit import Distance, EditPlan
+from ddmkit.editing.files import load_boundary, save_boundary
+from ddmkit.editing.fitting import fit_boundaries, invert_batched
+from ddmkit.editing.plan import Distance, EditPlan
+from ddmkit.editing.settings import MixingStep
 from ddmkit.editing.labelled import labelled_faces
 from ddmkit.errors import DdmkitError
 
@@ -21,8 +23,8 @@ from test_editing_boundaries import tiny_denoiser
 def setup():
     den = tiny_denoiser(0)
     x, y, info = labelled_faces(12, "smiling", resolution=16)
-    z, h = invert_batched(den, x, 60, 5)
-    b = fit_boundaries(den, x, y, attribute="smiling", t_m=60, n_inv=5, data=info, inversions=(z, h))
+    z, h = invert_batched(den, x, MixingStep(60, 5))
+    b = fit_boundaries(den, x, y, attribute="smiling", step=MixingStep(60, 5), data=info, inversions=(z, h))
     return den, b, z, h, y
 
 
@@ -109,7 +111,7 @@ def test_reused_inversions_are_not_recorded_as_free(setup):
     den, b, z, h, y = setup
     x, _, info = labelled_faces(12, "smiling", resolution=16)
     assert b.meta["invert_seconds"] is None
-    timed = fit_boundaries(den, x, y, attribute="smiling", t_m=60, n_inv=5, data=info, inversions=(z, h), invert_seconds=1.25)
+    timed = fit_boundaries(den, x, y, attribute="smiling", step=MixingStep(60, 5), data=info, inversions=(z, h), invert_seconds=1.25)
     assert timed.meta["invert_seconds"] == 1.25
-    fresh = fit_boundaries(den, x, y, attribute="smiling", t_m=60, n_inv=5, data=info)
+    fresh = fit_boundaries(den, x, y, attribute="smiling", step=MixingStep(60, 5), data=info)
     assert fresh.meta["invert_seconds"] > 0

@@ -118,24 +118,45 @@ def test_cli_evaluate_png_of_wrong_size(tmp_path, capsys):
     _bad(tmp_path, capsys, ["evaluate", str(tmp_path)], "64x64")
 
 
-def test_cli_fid_needs_weights_and_library(tmp_path, capsys, monkeypatch):
-    """Only the error paths and the argument plumbing: no Inception weights are available here."""
-    import importlib.util
+def test_cli_evaluate_reads_every_commands_output_folder(tmp_path, capsys):
+    """sample, sample --dmcmc, edit and control folders are scored (edits: the edited images, one per
+    source; --panel picks another); a mixing-step folder is refused with a message."""
+    runs = tmp_path / "runs"
+    quick = ["--quiet"]
+    assert main(["sample", "--model", "default", "--integrator", "ddim", "--steps", "3", "--num", "4",
+                 "--out", str(runs / "sample"), *quick]) == 0
+    assert main(["sample", "--dmcmc", "--model", "default", "--integrator", "kar1", "--steps", "3", "--n-skip", "2",
+                 "--num", "4", "--chains", "2", "--out", str(runs / "dmcmc"), *quick]) == 0
+    assert main(["data", "faces", "--num", "3", "--seed", "9", "--out", str(tmp_path / "faces")]) == 0
+    assert main(["edit", str(tmp_path / "faces" / "images"), "--boundary", "smiling", "--distance", "1x",
+                 "--steps", "3", "--out", str(runs / "edit"), *quick]) == 0
+    assert main(["control", "--boundary", "smiling", "--sweep", "0x:1x:2", "--num", "3", "--prefix-steps", "3",
+                 "--steps", "3", "--out", str(runs / "control"), *quick]) == 0
+    assert main(["mixing-step", "--model", "default", "--faces", "12", "--attribute", "smiling", "--n-inv", "3",
+                 "--candidates", "20,40", "--radius-samples", "2", "--radius-steps", "3", "--out", str(runs / "mixing"),
+                 *quick]) == 0
+    capsys.readouterr()
 
-    from ddmkit.metrics import fid
+    def score(folder, *extra):
+        assert main(["evaluate", str(folder), "--no-noise-floor", "--out", str(tmp_path / "m.json"), *extra]) == 0, \
+            capsys.readouterr().err
+        return json.loads((tmp_path / "m.json").read_text())
 
-    np.savez(tmp_path / "samples.npz", x=_faces(4, 904))
-    monkeypatch.delenv("DDMKIT_INCEPTION_WEIGHTS", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    _bad(tmp_path, capsys, ["evaluate", str(tmp_path), "--fid"], "--inception-weights", fid.INCEPTION_FILE)
-    _bad(tmp_path, capsys, ["evaluate", str(tmp_path), "--inception-weights", str(tmp_path / "x.pth")], "not found")
-    monkeypatch.setenv("DDMKIT_INCEPTION_WEIGHTS", str(tmp_path / "y.pth"))
-    _bad(tmp_path, capsys, ["evaluate", str(tmp_path), "--fid"], "DDMKIT_INCEPTION_WEIGHTS")
-    # weights present, library absent
-    (tmp_path / "y.pth").write_bytes(b"0")
-    real = importlib.util.find_spec
-    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name, *a: None if name == "torch_fidelity" else real(name, *a))
-    _bad(tmp_path, capsys, ["evaluate", str(tmp_path), "--fid"], "torch-fidelity", "ddmkit[fid]")
+    assert score(runs / "sample")["source"] == score(runs / "dmcmc")["source"] == "samples.npz"
+    edit = score(runs / "edit")
+    assert edit["n"] == 3 and edit["domain"] == "faces" and "edit_00 images of 'ddmkit edit'" in edit["source"]
+    assert "source images" in score(runs / "edit", "--panel", "source")["source"]
+    _bad(tmp_path, capsys, ["evaluate", str(runs / "control")], "2 edits per image", "--panel")
+    one = score(runs / "control", "--panel", "edit_01")
+    zero = score(runs / "control", "--panel", "edit_00")  # distance 0: the unedited sample again
+    orig = score(runs / "control", "--panel", "original")
+    assert one["n"] == zero["n"] == orig["n"] == 3 and zero["fd"] != one["fd"]
+    _bad(tmp_path, capsys, ["evaluate", str(runs / "control"), "--panel", "edit_07"], "'edit_07' is not in",
+         "original, edit_00, edit_01")
+    _bad(tmp_path, capsys, ["evaluate", str(runs / "sample"), "--panel", "edit_00"], "--panel applies")
+    _bad(tmp_path, capsys, ["evaluate", str(runs / "mixing")], "mixing-step", "plot")
+    for d in ("sample", "dmcmc", "edit", "control", "mixing"):
+        assert not (runs / d / "metrics.json").exists()
 
 
 def test_cli_data_faces_writes_and_refuses_overwrite(tmp_path, capsys):
@@ -153,7 +174,7 @@ def test_cli_data_faces_writes_and_refuses_overwrite(tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(pngs[3])), sample_faces(12, seed=5)[0][3])
     assert main(["data", "faces", "--num", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "not empty" in err and "--force" in err and "\n" not in err
+    assert "not empty" in err and "--overwrite" in err and "\n" not in err
     assert len(list((out / "images").glob("*.png"))) == 12  # untouched
     assert main(["data", "faces", "--num", "3", "--out", str(out), "--force"]) == 0
     assert len(list((out / "images").glob("*.png"))) == 3
@@ -162,6 +183,5 @@ def test_cli_data_faces_writes_and_refuses_overwrite(tmp_path, capsys):
 
 def test_help_has_examples(capsys):
     for argv in (["evaluate", "--help"], ["data", "--help"], ["data", "faces", "--help"], ["data", "digits", "--help"]):
-        with pytest.raises(SystemExit):
-            main(argv)
+        assert main(argv) == 0  # --help: the page, exit 0
         assert "example: ddmkit" in capsys.readouterr().out

@@ -16,7 +16,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+from .editing import EditPlan, EditSettings, edit_images, parse_distance, resolve_boundary, shipped_boundaries
+from .errors import DdmkitError
 from .io import atomic_write_bytes
+from .models.loading import load_model
+from .outputs import image_grid, save_png, to_uint8
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -203,12 +208,6 @@ def section_dlg(out: Path, quick: bool) -> str | None:
 
 def section_editing(out: Path, quick: bool) -> str | None:
     """BoundaryDiffusion on the default model: one strip per attribute (source | reconstruction | edit)."""
-    from .data.faces import ATTRIBUTES, sample_faces, to_tensor_range
-    from .editing import EditPlan, edit_images, parse_distance, resolve_boundary, shipped_boundaries
-    from .errors import DdmkitError
-    from .models.loading import load_model
-    from .outputs import image_grid, save_png, to_uint8
-
     try:
         den = load_model("default")
     except DdmkitError as e:
@@ -226,13 +225,13 @@ def section_editing(out: Path, quick: bool) -> str | None:
             continue
         images, _ = sample_faces(k, seed=60_000_000 + ATTRIBUTES.index(attr), fixed={attr: 0})
         x = to_tensor_range(images)
-        res = edit_images(den, x, EditPlan([(boundary, parse_distance("1x"))]), seed=0)
+        res = edit_images(den, x, EditPlan([(boundary, parse_distance("1x"))]), EditSettings(seed=0))
         rows = np.concatenate([res.source, res.reconstruction, res.edits[0]])
         u8 = to_uint8(rows, (-1.0, 1.0))
         fname = f"edit_{attr}.png"
         save_png(out / fname, image_grid(u8, ncols=k), scale=3)
         figs.append(f"<figure><img src='{fname}'><figcaption>+{html.escape(attr)}: rows = source, "
-                    f"reconstruction, edit (t_m {boundary.t_m}, {res.nfe['total_per_image']} NFE per image)"
+                    f"reconstruction, edit (t_m {boundary.t_m}, {res.nfe.total} NFE per image)"
                     "</figcaption></figure>")
     return (
         "<h2>4. Attribute editing (BoundaryDiffusion, single step at the mixing step)</h2>"

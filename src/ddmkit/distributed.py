@@ -201,26 +201,3 @@ def block(n: int, rank: int, world: int) -> tuple[int, int]:
     lo = (n * rank) // world
     hi = (n * (rank + 1)) // world
     return lo, hi
-
-
-def reduce_feature_stats(stats, dist: Dist):
-    """`FeatureStats` summed over workers (count, sum, outer in float64); a worker with no features adds 0."""
-    from .metrics.frechet import FeatureStats
-
-    if not dist.enabled:
-        return stats
-    dims = dist.all_gather_object(stats.dim)
-    known = {d for d in dims if d is not None}
-    if len(known) > 1:
-        raise DdmkitError(f"workers computed features of different dimensions {sorted(known)}")
-    if not known:
-        return FeatureStats()
-    dim = known.pop()
-    local = stats if stats.dim is not None else FeatureStats(dim)
-    flat = np.concatenate([[float(local.count)], local.sum, local.outer.ravel()])
-    total = dist.all_reduce_sum(flat)
-    out = FeatureStats(dim)
-    out.count = int(round(total[0]))
-    out.sum = total[1 : 1 + dim].copy()
-    out.outer = total[1 + dim :].reshape(dim, dim).copy()
-    return out

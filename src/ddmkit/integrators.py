@@ -22,7 +22,9 @@ Schedules come from `ddmkit.schedules`; `ddmkit.sampling.make_schedule` picks th
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -166,6 +168,7 @@ def kar2(
     """Karras et al. (2022) Algorithm 2: stochastic churn (gamma capped at sqrt(2) - 1), then Heun.
 
     Defaults are the DMCMC paper's (S_churn 80, S_tmin 0.05, S_tmax 1, S_noise 1.007) for [0, 1] data."""
+    validate_options("kar2", {"s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise})
     counter, sig = _prepare(denoiser, x, sigmas)
     n = sig.shape[1]
     for i in range(n - 1):
@@ -248,6 +251,7 @@ def rk45(
     one Euler step from s_end to 0 (x = D(x, s_end), 1 NFE) follows. NFE = evaluations used."""
     from scipy.integrate import solve_ivp
 
+    validate_options("rk45", {"rtol": rtol, "atol": atol})
     counter, sig = _prepare(denoiser, x, sigmas)
     pos = sig > 0
     last_pos = pos.sum(dim=1) - 1
@@ -279,7 +283,7 @@ def ddim(
     """DDIM (Song et al. 2021a) in sigma space: x' = D + s_down (x - D)/s + s_up z, with k-diffusion's
     ancestral split s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)), s_down = sqrt(s'^2 - s_up^2),
     which equals DDIM's sigma_t(eta) mapped to VE coordinates. eta = 0 is Euler in sigma."""
-    if eta < 0:
+    if not (math.isfinite(eta) and eta >= 0):
         raise DdmkitError(f"eta must be >= 0, got {eta}")
     counter, sig = _prepare(denoiser, x, sigmas)
     for i in range(sig.shape[1] - 1):
@@ -394,21 +398,94 @@ def tweedie(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor | float) ->
     return counter(x, sigma), counter.nfe
 
 
-INTEGRATORS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
-    "kar1": kar1,
-    "kar2": kar2,
-    "rd": rd,
-    "em": em,
-    "pf": pf,
-    "rk45": rk45,
-    "ddim": ddim,
-    "dpmpp_2m": dpmpp_2m,
-    "unipc": unipc,
-}
-STOCHASTIC = frozenset({"kar2", "rd", "em"})
+@dataclass(frozen=True)
+class Integrator:
+    """An integrator and the facts about it that callers need, in one place (the registry below).
+
+    `grid` names its schedule (`ddmkit.sampling.make_schedule`): "karras" (N points incl. the 0),
+    "geometric" (N levels + 0), "rk45" (start, end, 0), "ddim" (the model's DDPM timesteps, else
+    geometric), "dpm" (diffusers' multistep-solver timesteps for DDPM models, else Karras + 0; N steps). `min_steps` is the smallest N; `nfe(N)` its NFE (None: measured, rk45); its options
+    are its keyword-only parameters; `data_scaled` are option defaults in [0, 1]-data units that
+    scale with the data range's width (kar2's churn window)."""
+
+    name: str
+    fn: Callable[..., tuple[torch.Tensor, int]]
+    kind: str
+    grid: str
+    min_steps: int
+    nfe_rule: str
+    ranges: tuple[tuple[str, float, float], ...] = ()  # (option, smallest, largest) accepted, all finite
+    data_scaled: tuple[tuple[str, float], ...] = ()
+
+    def __call__(self, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> tuple[torch.Tensor, int]:
+        return self.fn(denoiser, x, sigmas, **kwargs)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options it takes: its keyword-only parameters other than `generator`."""
+        params = inspect.signature(self.fn).parameters.values()
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "generator")
+
+    def nfe(self, steps: int) -> int | None:
+        """NFE of one integration with N = `steps` (None where it is measured: rk45)."""
+        return {"2N - 3": 2 * steps - 3, "N": steps, "measured": None}[self.nfe_rule]
+
+    def max_steps(self, budget: int) -> int | None:
+        """The largest N whose NFE fits `budget` (None if none does; 1 for rk45, which is measured)."""
+        if self.nfe_rule == "measured":
+            return 1
+        best, n = None, self.min_steps
+        while self.nfe(n) <= budget:
+            best, n = n, n + 1
+        return best
+
+    def stochastic(self, options: dict | None = None) -> bool:
+        """Whether it draws noise with these options (ddim only with eta > 0)."""
+        if self.name == "ddim":
+            return float((options or {}).get("eta", 0.0)) > 0
+        return self.kind == "SDE"
+
+    def check_steps(self, steps: int) -> None:
+        if int(steps) != steps or steps < self.min_steps:
+            what = " (N grid points including the final 0)" if self.grid == "karras" else ""
+            raise DdmkitError(f"{self.name} needs --steps >= {self.min_steps}{what}, got {steps}")
 
 
-def get_integrator(name: str) -> Callable[..., tuple[torch.Tensor, int]]:
+INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
+    Integrator("kar1", kar1, "ODE", "karras", 2, "2N - 3"),
+    Integrator("kar2", kar2, "SDE", "karras", 2, "2N - 3",
+               ranges=(("s_churn", 0.0, 1e6), ("s_tmin", 0.0, math.inf), ("s_tmax", 0.0, math.inf), ("s_noise", 0.0, 10.0)),
+               data_scaled=(("s_tmin", 0.05), ("s_tmax", 1.0))),
+    Integrator("rd", rd, "SDE", "geometric", 1, "N"),
+    Integrator("em", em, "SDE", "geometric", 1, "N"),
+    Integrator("pf", pf, "ODE", "geometric", 1, "N"),
+    Integrator("rk45", rk45, "ODE", "rk45", 1, "measured", ranges=(("rtol", 1e-12, 1.0), ("atol", 1e-300, 10.0))),
+    Integrator("ddim", ddim, "ODE", "ddim", 1, "N", ranges=(("eta", 0.0, 10.0),)),
+    Integrator("dpmpp_2m", dpmpp_2m, "ODE", "dpm", 1, "N"),
+    Integrator("unipc", unipc, "ODE", "dpm", 1, "N"),
+)}
+
+
+def validate_options(name: str, options: dict | None) -> None:
+    """Refuse options the integrator does not take, and values that are not finite or out of range
+    (rk45 with a NaN tolerance would never return)."""
+    spec = get_integrator(name)
+    rules = {k: (lo, hi) for k, lo, hi in spec.ranges}
+    for key, value in (options or {}).items():
+        if key not in spec.options:
+            raise DdmkitError(f"integrator {name} has no option {key!r}"
+                              + (f"; it takes {', '.join(spec.options)}" if spec.options else ""))
+        lo, hi = rules[key]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise DdmkitError(f"{name} option {key} must be a number, got {value!r}") from None
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise DdmkitError(f"{name} option {key} must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
+
+
+def get_integrator(name: str) -> Integrator:
+    """The registry entry of `name` (callable like the integrator function)."""
     try:
         return INTEGRATORS[name]
     except KeyError:

@@ -51,9 +51,44 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    global _EXCHANGE_SUPPORTED
+    if not _EXCHANGE_SUPPORTED:
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        _EXCHANGE_SUPPORTED = False
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem or kernel cannot exchange
+        _EXCHANGE_SUPPORTED = False
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+_EXCHANGE_SUPPORTED = True
+
+
 def replace_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Move the finished folder `tmp` onto `dest`, replacing an old `dest` with at most a tiny gap."""
+    """Move the finished folder `tmp` onto `dest`, replacing an old `dest`.
+
+    Where the kernel can (Linux), the two folders are exchanged in one atomic rename, so at every instant
+    `dest` is the old folder or the new one, never absent: a kill anywhere loses nothing. Elsewhere the
+    old folder is first renamed to `dest.old`; `recover_dir(dest)` (called here and by readers) puts it
+    back if a kill came between the two renames."""
     tmp, dest = Path(tmp), Path(dest)
+    recover_dir(dest)
+    if dest.exists() and _exchange(tmp, dest):
+        shutil.rmtree(tmp)  # now the old folder
+        return
     old = dest.with_name(dest.name + ".old")
     if old.exists():
         shutil.rmtree(old)
@@ -62,6 +97,14 @@ def replace_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     os.replace(tmp, dest)
     if old.exists():
         shutil.rmtree(old)
+
+
+def recover_dir(dest: str | os.PathLike) -> None:
+    """Undo a `replace_dir` cut between its two renames: `dest` missing and `dest.old` present."""
+    dest = Path(dest)
+    old = dest.with_name(dest.name + ".old")
+    if not dest.exists() and old.is_dir():
+        os.replace(old, dest)
 
 
 def _json_default(o: Any) -> Any:

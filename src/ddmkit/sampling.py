@@ -19,8 +19,6 @@ from .errors import DdmkitError
 from .integrators import PerSampleGenerator, get_integrator, tweedie
 from .schedules import geometric_sigmas, karras_sigmas, vp_linspace_sigmas, vp_timestep_sigmas
 
-# The paper's kar2 constants assume data in [0, 1]; sigma levels scale with the data's width.
-_KAR2_LEVEL_OPTIONS = ("s_tmin", "s_tmax")
 
 
 def data_scale(denoiser: Denoiser) -> float:
@@ -41,44 +39,52 @@ def make_schedule(
     sigma_lo: float,
     denoiser: Denoiser | None = None,
 ) -> torch.Tensor:
-    """(B, M) schedule for `integrator` with `steps` (the spec's N) from each sample's sigma_start."""
-    get_integrator(integrator)
+    """(B, M) schedule for `integrator` with `steps` (the spec's N) from each sample's sigma_start:
+    the grid its registry entry names (`ddmkit.integrators.Integrator.grid`)."""
+    spec = get_integrator(integrator)
     if int(steps) != steps or steps < 1:
         raise DdmkitError(f"--steps must be an integer >= 1, got {steps}")
+    spec.check_steps(steps)
     sigma_start = torch.as_tensor(sigma_start, dtype=torch.float64).reshape(-1)
-    if integrator in ("kar1", "kar2"):
-        if steps < 2:
-            raise DdmkitError(f"{integrator} needs --steps >= 2 (N grid points including the final 0)")
+    if spec.grid == "karras":
         return karras_sigmas(steps, sigma_lo, sigma_start)
-    if integrator in ("rd", "em", "pf"):
+    if spec.grid == "geometric":
         return geometric_sigmas(steps, sigma_lo, sigma_start)
-    if integrator == "rk45":
+    if spec.grid == "rk45":
         lo = torch.full_like(sigma_start, sigma_lo).minimum(sigma_start)
         return torch.stack([sigma_start, lo, torch.zeros_like(sigma_start)], dim=1).float()
     inner = unwrap(denoiser) if denoiser is not None else None
-    if integrator in ("dpmpp_2m", "unipc"):  # steps = NFE: diffusers' grid for DDPM models, else Karras + 0
+    if spec.grid == "dpm":  # steps = NFE: diffusers' multistep grid for DDPM models, else Karras + 0
         if isinstance(inner, VPEpsDenoiser):
             return vp_linspace_sigmas(inner.sigmas, steps, sigma_start)
         return karras_sigmas(steps + 1, sigma_lo, sigma_start)
-    # ddim: evenly spaced discrete timesteps for DDPM models, a geometric grid otherwise
+    # "ddim": evenly spaced discrete timesteps for DDPM models, a geometric grid otherwise
     if isinstance(inner, VPEpsDenoiser):
         return vp_timestep_sigmas(inner.sigmas, steps, sigma_start)
     return geometric_sigmas(steps, sigma_lo, sigma_start)
 
 
 def integrator_options(integrator: str, denoiser: Denoiser, options: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill in defaults that depend on the model (kar2's sigma window scales with the data range)."""
+    """Fill in defaults that depend on the model: options in [0, 1]-data units scale with the data
+    range's width (kar2's churn window)."""
     opts = dict(options or {})
-    if integrator == "kar2":
-        scale = data_scale(denoiser)
-        opts.setdefault("s_tmin", 0.05 * scale)
-        opts.setdefault("s_tmax", 1.0 * scale)
+    scale = data_scale(denoiser)
+    for key, value in get_integrator(integrator).data_scaled:
+        opts.setdefault(key, value * scale)
     return opts
 
 
 def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample `index` in a run with base seed `seed` (64-bit mix of the two)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0] >> 1)
+    """The seed of sample `index` in a run with base seed `seed` in [0, 2^64) (a 64-bit mix of the two;
+    seeds below 2^32 give the streams of earlier releases)."""
+    return int(np.random.SeedSequence([check_seed(seed), int(index)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def check_seed(seed: int) -> int:
+    """A seed is a whole number in [0, 2^64): all 64 bits count (no aliasing modulo 2^32)."""
+    if int(seed) != seed or not 0 <= int(seed) < 2**64:
+        raise DdmkitError(f"a seed must be a whole number in [0, 2^64), got {seed!r}")
+    return int(seed)
 
 
 @dataclass
@@ -118,6 +124,34 @@ def clamp_to_range(denoiser: Denoiser, x: torch.Tensor) -> torch.Tensor:
     return x.clamp(rng[0], rng[1]) if rng else x
 
 
+def plan_batches(num: int, batch_size: int, indices: Sequence[int] | None = None,
+                 batches: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+    """The batches of sample indices a run draws: given ones (non-empty), else `indices` (default
+    0..num-1) cut into runs of `batch_size`."""
+    if batches is not None:
+        return [[int(i) for i in b] for b in batches if len(b)]
+    indices = list(range(num)) if indices is None else [int(i) for i in indices]
+    return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+
+
+@torch.no_grad()
+def sample_batch(denoiser: Denoiser, batch: Sequence[int], *, seed: int, sigma_start: float, integrator: str,
+                 steps: int, sigma_lo: float, use_tweedie: bool = True,
+                 options: dict[str, Any] | None = None) -> tuple[torch.Tensor, int]:
+    """The samples `batch` of a run: x_T = sigma_start * noise from each sample's own seed, integrated
+    (and Tweedie-denoised at sigma_lo); returns them clamped to the data range on the CPU, and the NFE."""
+    inner = unwrap(denoiser)
+    gen = PerSampleGenerator([sample_seed(seed, i) for i in batch], device="cpu")
+    x = gen.randn((len(batch),) + tuple(inner.sample_shape)).to(inner.device) * sigma_start
+    start = torch.full((len(batch),), sigma_start, dtype=torch.float64)
+    x, nfe = integrate(denoiser, x, start, integrator, steps, generator=gen, sigma_lo=sigma_lo,
+                       tweedie_sigma=sigma_lo if use_tweedie else None, options=options)
+    x = clamp_to_range(denoiser, x).float().cpu()
+    if not torch.isfinite(x).all():
+        raise DdmkitError(f"{integrator} produced non-finite samples; use more --steps or another integrator")
+    return x, nfe
+
+
 @torch.no_grad()
 def sample(
     denoiser: Denoiser,
@@ -154,26 +188,13 @@ def sample(
     lo = default_sigma_lo(denoiser) if sigma_lo is None else float(sigma_lo)
     if not lo > 0:
         raise DdmkitError(f"sigma_lo must be > 0, got {lo}")
-    if batches is not None:
-        batches = [[int(i) for i in b] for b in batches if len(b)]
-        indices = [i for b in batches for i in b]
-    else:
-        indices = list(range(num)) if indices is None else [int(i) for i in indices]
-        batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    device = inner.device
+    batches = plan_batches(num, batch_size, indices, batches)
+    indices = [i for b in batches for i in b]
     outs: list[torch.Tensor] = []
     nfe_total = 0  # NFE of each batch, weighted by its size (rk45's NFE differs between batches)
     for batch in tqdm(batches, disable=not progress, desc=f"sample {integrator}", unit="batch"):
-        gen = PerSampleGenerator([sample_seed(seed, i) for i in batch], device="cpu")
-        x = gen.randn((len(batch),) + tuple(inner.sample_shape)).to(device) * s_start
-        start = torch.full((len(batch),), s_start, dtype=torch.float64)
-        x, nfe = integrate(
-            denoiser, x, start, integrator, steps, generator=gen, sigma_lo=lo,
-            tweedie_sigma=lo if use_tweedie else None, options=options,
-        )
-        x = clamp_to_range(denoiser, x).float().cpu()
-        if not torch.isfinite(x).all():
-            raise DdmkitError(f"{integrator} produced non-finite samples; use more --steps or another integrator")
+        x, nfe = sample_batch(denoiser, batch, seed=seed, sigma_start=s_start, integrator=integrator, steps=steps,
+                              sigma_lo=lo, use_tweedie=use_tweedie, options=options)
         nfe_total += nfe * len(batch)
         outs.append(x)
         if callback is not None:

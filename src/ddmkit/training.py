@@ -9,6 +9,7 @@ was not interrupted. The final model is a diffusers pipeline folder (`model_inde
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .errors import DdmkitError
-from .io import atomic_write_json, replace_dir
+from .io import atomic_write_json, recover_dir, replace_dir
 
 
 @dataclass
@@ -50,6 +51,35 @@ class TrainConfig:
     device: str = "cpu"  # where the UNet trains; batches and noise are drawn on the CPU either way
     workers: int = 0  # processes that render the next batches ahead (0: in the training process)
     notes: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Refuse settings that would fail (or train nothing) before any file is written."""
+        problems = []
+        if not self.block_out_channels or any(c < 1 or c % self.norm_num_groups for c in self.block_out_channels):
+            problems.append(f"every --channels width must be a positive multiple of {self.norm_num_groups} "
+                            f"(GroupNorm groups), got {','.join(map(str, self.block_out_channels))}")
+        if len(self.attention_levels) != len(self.block_out_channels):
+            problems.append("--attention needs one 0/1 entry per --channels entry")
+        levels = len(self.block_out_channels)
+        if self.resolution < 2 ** levels or self.resolution % 2 ** (levels - 1):
+            problems.append(f"--resolution must be a multiple of {2 ** (levels - 1)} and >= {2 ** levels} for "
+                            f"{levels} levels, got {self.resolution}")
+        finite = all(math.isfinite(v) for v in (self.lr, self.ema_decay, self.beta_start, self.beta_end))
+        if not finite or not 0 < self.lr <= 1 or not 0 <= self.ema_decay < 1:
+            problems.append(f"need 0 < lr <= 1 and 0 <= ema_decay < 1, got lr {self.lr}, ema_decay {self.ema_decay}")
+        if min(self.steps, self.batch_size, self.checkpoint_every, self.layers_per_block) < 1:
+            problems.append("--steps, --batch-size, --checkpoint-every and --layers-per-block must be >= 1")
+        if self.workers < 0 or self.threads < 0:
+            problems.append("--workers and --threads must be >= 0")
+        if problems:
+            raise DdmkitError("; ".join(problems))
+        if self.init_from:
+            _warm_start(build_unet(self, 1 if self.data == "digits" else 3), self.init_from)  # readable and fitting
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder `ddmkit train` wrote (its config or checkpoint is there)."""
+    return (folder / "training_config.json").is_file() or (folder / "checkpoint" / "state.json").is_file()
 
 
 def build_unet(cfg: TrainConfig, in_channels: int = 3):
@@ -124,7 +154,14 @@ def _warm_start(model: torch.nn.Module, folder: str) -> None:
     weights = unet_dir / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise DdmkitError(f"--init-from {folder}: no {weights.name} in {unet_dir}")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # truncated or not safetensors
+        raise DdmkitError(f"--init-from {folder}: {weights} is unreadable ({e.__class__.__name__}); re-copy it") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:  # a size mismatch
+        raise DdmkitError(f"--init-from {folder}: weights do not fit this architecture (other widths or channels)") from None
     if missing or unexpected:
         raise DdmkitError(f"--init-from {folder}: weights do not fit this architecture (missing {missing[:2]}, unexpected {unexpected[:2]})")
 
@@ -179,6 +216,16 @@ def _config_json(cfg: TrainConfig) -> dict:
     return d
 
 
+def _read_state(ckpt: Path) -> dict:
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        int(state["step"]), dict(state["config"])
+        return state
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DdmkitError(f"the checkpoint {ckpt} is unreadable (state.json missing or corrupt); delete {ckpt} to "
+                          "start over, or choose another --out") from None
+
+
 def _comparable(d: dict) -> dict:
     ignored = ("steps", "checkpoint_every", "threads", "notes", "init_from", "device", "workers")
     return {k: v for k, v in d.items() if k not in ignored}
@@ -214,15 +261,20 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = 0
     ckpt = run / "checkpoint"
+    recover_dir(ckpt)
     if ckpt.exists():
-        state = json.loads((ckpt / "state.json").read_text())
+        state = _read_state(ckpt)
         if _comparable(state["config"]) != _comparable(_config_json(cfg)):
             raise DdmkitError(
                 f"{run} holds a checkpoint of a different training config; use a new --out or the same settings"
             )
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        ema = {k: v.to(device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
+        try:
+            model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+            ema = {k: v.to(device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+            opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
+        except Exception as e:  # truncated files (safetensors / torch raise their own types)
+            raise DdmkitError(f"the checkpoint {ckpt} is unreadable ({e.__class__.__name__}); delete it to start over, "
+                              "or choose another --out") from None
         start = int(state["step"])
     alphas_cumprod = scheduler.alphas_cumprod.float().to(device)
     log_path = run / "train_log.csv"

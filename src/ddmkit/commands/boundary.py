@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
+from .common import add_model_argument, model_input_paths, resolve_device, run_lock
 
 
 class ParagraphFormatter(argparse.HelpFormatter):
@@ -28,7 +30,7 @@ FIT_EXAMPLE = "example: ddmkit boundary fit --faces 200 --attribute smiling --ou
 def add_label_arguments(p: argparse.ArgumentParser) -> None:
     """The three sources of labelled images (shared with `ddmkit mixing-step`)."""
     g = p.add_argument_group("labelled images (choose one source)")
-    g.add_argument("--faces", type=int, metavar="N",
+    g.add_argument("--faces", type=int_range(2, 1_000_000), metavar="N",
                    help="N synthetic faces, balanced (N/2 with --attribute, N/2 without)")
     g.add_argument("--images", metavar="DIR", help="a folder of images, labelled by --labels")
     g.add_argument("--labels", metavar="CSV",
@@ -39,18 +41,18 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attribute", metavar="NAME",
                    help="attribute (a face attribute with --faces, a column of --labels); with "
                    "--positive/--negative a free name for the boundary, e.g. the prompt")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=seed, default=0,
                    help="seed of the faces (offset from a fixed base) and of the train/test split (default: 0)")
 
 
 def add_inversion_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-inv", type=int, default=40, help="DDIM inversion grid points N (N-1 NFE per image; default: 40)")
+    p.add_argument("--n-inv", type=int_range(2, MAX_STEPS), default=40, help="DDIM inversion grid points N (N-1 NFE per image; default: 40)")
     p.add_argument("--h-source", choices=("last", "tm"), default="last",
                    help="h from the last inversion call (official; default) or read at (z, t_m) with 1 extra NFE")
     p.add_argument("--test", default="0.5",
                    help="held-out images for the test accuracy: a fraction < 1 or a count (default: 0.5)")
-    p.add_argument("--C", type=float, default=1.0, help="SVM C (default: 1, sklearn's default as in the official code)")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--C", type=float_range(0, 1e6, low_open=True), default=1.0, help="SVM C (default: 1, sklearn's default as in the official code)")
+    p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=50)
     p.add_argument("--hspace-module", default="mid_block",
                    help="dotted path of the network's bottleneck module (default: mid_block, diffusers UNet2DModel)")
 
@@ -120,11 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--negative cars/ --attribute 'red car' --out red.safetensors",
         formatter_class=ParagraphFormatter,
     )
-    from .sample import add_model_argument
-
     add_model_argument(f)
     add_label_arguments(f)
-    f.add_argument("--t-m", type=int, default=None,
+    f.add_argument("--t-m", type=int_range(1, 100_000), default=None,
                    help="mixing step (default: T/2, i.e. 500 for 1000-step models; see `ddmkit mixing-step`)")
     add_inversion_arguments(f)
     c = f.add_argument_group("distance calibration (synthetic faces only: the shipped attribute classifier judges)")
@@ -134,11 +134,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "by the faces classifier) reaches --calibrate-target (ddmkit.editing.calibrate)")
     c.add_argument("--calibrate-multiples", default="0.25,0.4,0.6,0.8,1,1.5,2",
                    help="multiples of the default recommended distance to try (default: 0.25,0.4,0.6,0.8,1,1.5,2)")
-    c.add_argument("--calibrate-target", type=float, default=0.95, help="edit success to reach (default: 0.95)")
-    c.add_argument("--calibrate-steps", type=int, default=10,
+    c.add_argument("--calibrate-target", type=float_range(0, 1, low_open=True), default=0.95, help="edit success to reach (default: 0.95)")
+    c.add_argument("--calibrate-steps", type=int_range(1, MAX_STEPS), default=10,
                    help="DDIM steps of the post-edit generation, eta = 1 (default: 10)")
-    f.add_argument("--out", required=True, help="boundary file to write (.safetensors; a .json copy of the metadata beside it)")
-    f.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    f.add_argument("--out", required=True, type=path_text,
+                   help="boundary file to write (.safetensors; a .json copy of the metadata beside it)")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing OUT (and its .json)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=run_fit)
     s = bsub.add_parser("show", help="print a boundary's metadata as JSON",
@@ -157,23 +158,33 @@ def _missing(args: argparse.Namespace) -> int:
     raise DdmkitError("name an action: 'ddmkit boundary fit ...', 'ddmkit boundary show B' or 'ddmkit boundary list'")
 
 
-def run_fit(args: argparse.Namespace) -> int:
-    from ..editing.boundaries import fit_boundaries, save_boundary
-    from ..editing.ddim import EpsModel, ddim_grid
-    from ..editing.hspace import resolve_module, find_network
-    from ..models.loading import load_model
-    from .sample import resolve_device
+def fit_outputs(args: argparse.Namespace) -> list[Path]:
+    """OUT.safetensors and its .json metadata copy, checked: absent (or --overwrite), never an input."""
+    from ..output_guard import claim_files
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
-    if out.exists() and not args.overwrite:
-        raise DdmkitError(f"{out} exists; choose another --out or add --overwrite")
-    if out.exists() and out.is_dir():
-        raise DdmkitError(f"{out} is a folder; give a file name for --out")
+    inputs = model_input_paths(args.model) + [Path(p) for p in (args.images, args.labels, args.positive, args.negative) if p]
+    return claim_files([out, out.with_suffix(".json")], overwrite=args.overwrite, inputs=inputs)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    out = fit_outputs(args)[0]
+    with run_lock(out):
+        fit_outputs(args)  # again under the lock: a run that finished meanwhile is not overwritten
+        return _fit(args, out)
+
+
+def _fit(args: argparse.Namespace, out: Path) -> int:
+    from ..editing.ddim import EpsModel, ddim_grid
+    from ..editing.files import save_boundary
+    from ..editing.fitting import fit_boundaries, invert_batched
+    from ..editing.hspace import find_network, resolve_module
+    from ..editing.settings import MixingStep
+    from ..models.loading import load_model
+
     n_test = parse_test(args.test)
-    if args.batch_size < 1:
-        raise DdmkitError("--batch-size must be >= 1")
     denoiser = load_model(args.model, device=resolve_device(args.device))
     with EpsModel(denoiser, args.hspace_module) as m:
         T = m.num_timesteps
@@ -182,21 +193,18 @@ def run_fit(args: argparse.Namespace) -> int:
     if not 1 <= t_m < T:
         raise DdmkitError(f"--t-m must be in 1..{T - 1}, got {t_m}")
     ddim_grid(t_m, args.n_inv)
+    step = MixingStep(t_m, args.n_inv, args.h_source, args.hspace_module)
     multiples = _calibration_multiples(args) if args.calibrate else None
     x, y, info, name = load_labelled(args, denoiser)
     t0 = time.time()
     inversions, invert_seconds = None, None
     if args.calibrate:  # the latents are needed twice: invert once
-        from ..editing.boundaries import invert_batched
-
         t_inv = time.perf_counter()
-        inversions = invert_batched(denoiser, x, t_m, args.n_inv, h_source=args.h_source, batch_size=args.batch_size,
-                                    hspace_module=args.hspace_module, progress=not args.quiet)
+        inversions = invert_batched(denoiser, x, step, batch_size=args.batch_size, progress=not args.quiet)
         invert_seconds = time.perf_counter() - t_inv
-    b = fit_boundaries(denoiser, x, y, attribute=name, t_m=t_m, n_inv=args.n_inv, h_source=args.h_source,
-                       n_test=n_test, C=args.C, seed=args.seed, batch_size=args.batch_size,
-                       hspace_module=args.hspace_module, data=info, inversions=inversions,
-                       invert_seconds=invert_seconds, progress=not args.quiet)
+    b = fit_boundaries(denoiser, x, y, attribute=name, step=step, n_test=n_test, C=args.C, seed=args.seed,
+                       batch_size=args.batch_size, data=info, inversions=inversions, invert_seconds=invert_seconds,
+                       progress=not args.quiet)
     if args.calibrate:
         b = _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples)
     b.meta["model_spec"] = args.model
@@ -235,8 +243,8 @@ def _calibration_multiples(args: argparse.Namespace) -> list[float]:
 def _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples):
     """Calibrate the recommended distance on the held-out split (the same split as the SVM test accuracy)."""
     from ..data.faces import ATTRIBUTES
-    from ..editing.boundaries import normalise_labels, split_train_test
     from ..editing.calibrate import apply_calibration, calibrate_distance
+    from ..editing.svm import normalise_labels, split_train_test
     from ..metrics.classifiers import load_attribute_classifier
 
     clf = load_attribute_classifier("faces")
@@ -256,7 +264,7 @@ def _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples):
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ..editing.boundaries import resolve_boundary
+    from ..editing.files import resolve_boundary
 
     b = resolve_boundary(args.boundary)
     print(json.dumps({"path": b.path, **b.full_meta()}, indent=2))
@@ -264,7 +272,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..editing.boundaries import read_boundary_file, shipped_boundaries
+    from ..editing.files import read_boundary_file, shipped_boundaries
 
     shipped = shipped_boundaries()
     if not shipped:

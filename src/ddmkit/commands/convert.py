@@ -50,13 +50,22 @@ def run(args: argparse.Namespace) -> int:
         raise DdmkitError(f"convert needs {', '.join(missing)} (or --list); see ddmkit convert --help")
     if args.format != "diffusers" and not args.config:
         raise DdmkitError(f"--format {args.format} needs --config NAME; names: {', '.join(configs.arch_names(args.format))}")
+    from ..output_guard import check_target, refuse_inputs
+    from .common import run_lock
+
+    src, out = Path(args.src), check_target(args.out, "folder")
+    refuse_inputs([out], [src])
+    with run_lock(out):
+        if out.exists() and any(out.iterdir()):
+            raise DdmkitError(f"{out} already exists; choose a new --out (ddmkit does not overwrite models)")
+        return _convert(args, src, out)
+
+
+def _convert(args: argparse.Namespace, src: Path, out: Path) -> int:
     from ..models.loading import (
         _find_scheduler_config, _find_unet_dir, _load_unet, convert_raw_checkpoint, file_sha256, save_diffusers_folder,
     )
 
-    src, out = Path(args.src), Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DdmkitError(f"{out} already exists; choose a new --out (ddmkit does not overwrite models)")
     t0 = time.time()
     if args.format == "diffusers":
         if not src.is_dir():

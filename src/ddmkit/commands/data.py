@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from ..output_guard import check_target
+from .argtypes import int_range, path_text, seed
+from .common import run_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The same --seed gives the same faces.",
         epilog="example: ddmkit data faces --num 1000 --seed 0 --out data/faces",
     )
-    f.add_argument("--num", type=int, default=1000, help="number of faces (default: 1000)")
-    f.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    f.add_argument("--num", type=int_range(1, 1_000_000), default=1000, help="number of faces (default: 1000)")
+    f.add_argument("--seed", type=seed, default=0, help="generator seed (default: 0)")
     _common(f)
     d = dsub.add_parser(
         "digits",
@@ -45,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder (created; must be empty unless --force)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--out", required=True, type=path_text, help="output folder (created; must be empty unless --overwrite)")
+    p.add_argument("--overwrite", "--force", dest="force", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=run)
 
 
@@ -67,11 +70,9 @@ def write_image_folder(out: str | Path, images: np.ndarray, columns: list[str], 
     """Write uint8 images (N, H, W, 3) or (N, H, W) as OUT/images/%06d.png plus OUT/labels.csv, atomically."""
     from ..io import replace_dir
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DdmkitError(f"{out} exists and is not a folder; choose another --out")
+    out = check_target(out, "folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise DdmkitError(f"{out} is not empty; choose another --out or add --force to replace it")
+        raise DdmkitError(f"{out} is not empty; choose another --out or add --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         x, labels = load_digits_images(32)
         images = np.clip(np.round((x[:, 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
         columns = ["digit"]
-    out = write_image_folder(args.out, images, columns, labels, force=args.force)
+    with run_lock(check_target(args.out, "folder")):
+        out = write_image_folder(args.out, images, columns, labels, force=args.force)
     print(f"wrote {len(images)} images and labels.csv to {out}")
     return 0

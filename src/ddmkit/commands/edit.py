@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from ..output_guard import check_target, json_file_says, refuse_inputs
+from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
 
 EXAMPLE = ("example: ddmkit edit photo.png --boundary smiling --distance 20 --out runs/edit\n"
            "  ddmkit edit faces/ --boundary smiling --sweep -2x:2x:5 --out runs/sweep\n"
@@ -19,8 +23,6 @@ EXAMPLE = ("example: ddmkit edit photo.png --boundary smiling --distance 20 --ou
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     """Boundary, distance and generation options shared by `edit` and `control`."""
     import re
-
-    from .sample import add_model_argument
 
     # let values such as -1x and -20:20:5 through as values (argparse only knows -20 and -1.5)
     p._negative_number_matcher = re.compile(r"^-\.?\d")
@@ -45,27 +47,30 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--h-injection", choices=("single", "lagged", "none"), default="single",
                    help="single: h' in the first call after t_m only (the paper; default); lagged: the official "
                    "code's one-step-lagged feedback of h; none: z only")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta after the edit (default: 1, as in the paper)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--eta", type=float_range(0, 10), default=1.0, help="DDIM eta after the edit (default: 1, as in the paper)")
+    p.add_argument("--steps", type=int_range(2, MAX_STEPS), default=None,
                    help="DDIM grid points N for generation from t_m (N NFE; default: the boundary's N_inv, 40)")
     p.add_argument("--no-clip", action="store_true",
                    help="do not clamp the x0 estimate to the data range during generation (the official step); "
                    "default: clamp when the model does (clip_denoised, on for DDPMs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the eta > 0 noise (per image)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the eta > 0 noise (per image)")
     p.add_argument("--different-noise", action="store_true",
                    help="draw new noise for every distance of a sweep (default: the same noise for all)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=16)
     p.add_argument("--force", action="store_true",
                    help="use boundaries fitted for another model or t_m (shape mismatches are still refused)")
-    p.add_argument("--png-scale", type=int, default=None, help="upscaling of the strips (default: to ~128 px)")
-    p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--png-scale", type=int_range(1, 32), default=None,
+                   help="upscaling of the strips, 1..32 (default: to ~128 px)")
+    p.add_argument("--out", required=True, type=path_text,
+                   help="output folder (must not exist, or be empty; --overwrite replaces it)")
+    add_overwrite_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_plans(args: argparse.Namespace, denoiser):
     """The edit plans (one per sweep distance) from the arguments; every boundary is checked against the model."""
-    from ..editing.boundaries import resolve_boundary
-    from ..editing.edit import Distance, EditPlan, parse_distance, parse_sweep
+    from ..editing.files import resolve_boundary
+    from ..editing.plan import Distance, EditPlan, parse_distance, parse_sweep
 
     def load(spec: str):
         return resolve_boundary(spec, denoiser, force=args.force)
@@ -91,19 +96,22 @@ def build_plans(args: argparse.Namespace, denoiser):
     return [EditPlan(list(zip(boundaries, dists)), conditions, args.space, args.move)]
 
 
-def check_common(args: argparse.Namespace) -> Path:
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DdmkitError(f"{out} exists and is not an empty folder; choose another --out")
-    if args.eta < 0:
-        raise DdmkitError(f"--eta must be >= 0, got {args.eta}")
-    if args.steps is not None and args.steps < 2:
-        raise DdmkitError(f"--steps must be >= 2, got {args.steps}")
-    if args.batch_size < 1:
-        raise DdmkitError("--batch-size must be >= 1")
+def check_common(args: argparse.Namespace, json_name: str, inputs=()) -> Path:
+    """Validate the shared options and the output folder before any work: OUT is new, empty, or (with
+    --overwrite) replaced at the end, and never an input of the command."""
+    out = check_target(args.out, "folder")
+    refuse_inputs([out], list(inputs) + model_input_paths(args.model) + _boundary_paths(args))
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        own = " (an earlier run's)" if json_file_says(out / json_name, command=json_name.split(".")[0]) else ""
+        raise DdmkitError(f"{out} exists and is not an empty folder{own}; choose another --out, or add --overwrite "
+                          "to replace it")
     if args.space == "h" and args.h_injection == "none":
         raise DdmkitError("--space h with --h-injection none edits nothing; use single or lagged")
     return out
+
+
+def _boundary_paths(args: argparse.Namespace) -> list[Path]:
+    return [Path(b) for b in list(args.boundary) + list(args.condition) if Path(b).exists()]
 
 
 def write_folder(out: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]], record: dict, json_name: str,
@@ -130,12 +138,17 @@ def write_folder(out: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]
             all_strips = np.concatenate(strips)
             save_png(tmp / "strip.png", all_strips, scale=scale or max(1, 128 // rows[0][1][0][1].shape[-1]))
         atomic_write_json(tmp / json_name, record)
-        if out.exists():
-            out.rmdir()  # an empty folder (checked before)
-        replace_dir(tmp, out)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give it a normal folder's mode
+        replace_dir(tmp, out)  # an empty folder, or (--overwrite, checked before) an old one: replaced whole
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def image_names(files: list[Path]) -> list[str]:
@@ -169,67 +182,112 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    from .. import __version__
-    from ..data.folders import list_images, load_image
-    from ..denoisers import unwrap
-    from ..editing.boundaries import model_fingerprint
-    from ..editing.edit import edit_images
-    from ..models.loading import load_model
-    from .sample import resolve_device
-
-    out = check_common(args)
     src = Path(args.input)
+    with run_lock(check_target(args.out, "folder")):  # checked again under the lock: no run can slip in between
+        return _run_locked(args, src, check_common(args, "edit.json", inputs=[src]))
+
+
+def edit_settings(args: argparse.Namespace):
+    """The `EditSettings` of `edit` and `control` from their shared options."""
+    from ..editing.settings import EditSettings
+
+    return EditSettings(eta=args.eta, n_steps=args.steps, h_injection=args.h_injection, seed=args.seed,
+                        same_noise=not args.different_noise, batch_size=args.batch_size,
+                        clip_x0=False if args.no_clip else None, progress=not args.quiet)
+
+
+def edits_record(res) -> list[dict]:
+    """One entry per edit (plan) of an edit or control result."""
+    return [{"index": k, "file": f"edit_{k:02d}.png", "plan": p.describe(), "distances_used": res.distances_used[k]}
+            for k, p in enumerate(res.plans)]
+
+
+def projections_of(res, i: int) -> dict:
+    """Sample i's projections before and after each edit, per attribute and space."""
+    return {"projections_before": {a: {s: v[i] for s, v in sp.items()} for a, sp in res.projections_before.items()},
+            "projections_after": [{a: {s: v[i] for s, v in sp.items()} for a, sp in pa.items()}
+                                  for pa in res.projections_after]}
+
+
+def edit_panels(res, i: int) -> list[tuple[str, np.ndarray]]:
+    return [(f"edit_{k:02d}", res.edits[k, i]) for k in range(len(res.plans))]
+
+
+def _input_files(src: Path) -> list[Path]:
+    from ..data.folders import list_images
+
     if src.is_dir():
-        files = list_images(src)
-    elif src.is_file():
-        files = [src]
-    else:
-        raise DdmkitError(f"{src} does not exist; give an image file or a folder of images")
-    denoiser = load_model(args.model, device=resolve_device(args.device))
+        return list_images(src)
+    if src.is_file():
+        return [src]
+    raise DdmkitError(f"{src} does not exist; give an image file or a folder of images")
+
+
+def _load_images(files: list[Path], denoiser) -> tuple[np.ndarray, tuple[float, float]]:
+    """The images in the model's range, and that range."""
+    from ..data.folders import load_image
+    from ..denoisers import unwrap
+
     shape = tuple(unwrap(denoiser).sample_shape)
     if len(shape) != 3 or shape[1] != shape[2]:
         raise DdmkitError(f"editing needs a square image model; this one has samples of shape {shape}")
     x = np.stack([load_image(f, shape[1], shape[0]) for f in files])
     lo, hi = getattr(unwrap(denoiser), "data_range", None) or (-1.0, 1.0)
-    x = lo + (x + 1.0) * (hi - lo) / 2.0  # [-1, 1] -> the model's range
+    return lo + (x + 1.0) * (hi - lo) / 2.0, (lo, hi)  # [-1, 1] -> the model's range
+
+
+def _run_locked(args: argparse.Namespace, src: Path, out: Path) -> int:
+    import time
+
+    from ..editing.edit import edit_images
+    from ..models.loading import load_model
+
+    files = _input_files(src)
+    denoiser = load_model(args.model, device=resolve_device(args.device))
+    x, data_range = _load_images(files, denoiser)
     plans = build_plans(args, denoiser)
     t0 = time.time()
-    res = edit_images(denoiser, x, plans, eta=args.eta, n_steps=args.steps, h_injection=args.h_injection,
-                      seed=args.seed, same_noise=not args.different_noise, batch_size=args.batch_size,
-                      clip_x0=False if args.no_clip else None, progress=not args.quiet)
+    res = edit_images(denoiser, x, plans, edit_settings(args))
     names = image_names(files)
-    rows = []
-    for i, name in enumerate(names):
-        panels = [("source", res.source[i]), ("reconstruction", res.reconstruction[i])]
-        panels += [(f"edit_{k:02d}", res.edits[k, i]) for k in range(len(plans))]
-        rows.append((name, panels))
-    n_calls = max(1, -(-len(x) // args.batch_size))
-    record = {
+    rows = [(name, [("source", res.source[i]), ("reconstruction", res.reconstruction[i])] + edit_panels(res, i))
+            for i, name in enumerate(names)]
+    record = _record(args, denoiser, res, names, files, t0)
+    write_folder(out, rows, record, "edit.json", data_range, args.png_scale)
+    err = res.reconstruction_error
+    print(f"edited {len(x)} image(s), {len(plans)} edit(s) each, {res.nfe.total} NFE per image; "
+          f"reconstruction RMSE {err['rmse']:.4f} (PSNR {err['psnr_db']:.1f} dB) -> {out}")
+    return 0
+
+
+def _boundaries_record(plan) -> list[dict]:
+    return [{"attribute": b.attribute, "path": b.path, "t_m": b.t_m, "n_inv": b.n_inv,
+             "test_accuracy": {s: bd.stats.get("test_accuracy") for s, bd in b.spaces.items()},
+             "recommended_distance": {s: bd.recommended_distance for s, bd in b.spaces.items()}}
+            for b, _ in plan.edits] + [{"attribute": c.attribute, "path": c.path, "condition": True}
+                                       for c in plan.conditions]
+
+
+def _record(args: argparse.Namespace, denoiser, res, names: list[str], files: list[Path], t0: float) -> dict:
+    """OUT/edit.json: settings, edits, boundaries, NFE, reconstruction error, timings, per-image projections."""
+    import time
+
+    from .. import __version__
+    from ..editing.fingerprint import model_fingerprint
+
+    n_calls = max(1, -(-len(files) // args.batch_size))
+    n_edits = len(res.plans)
+    return {
         "command": "edit", "ddmkit_version": __version__, "model": args.model, "model_identity": model_fingerprint(denoiser),
+        "domain": getattr(denoiser, "domain", None),
         "settings": res.settings,
-        "edits": [{"index": k, "file": f"edit_{k:02d}.png", "plan": p.describe(), "distances_used": res.distances_used[k]}
-                  for k, p in enumerate(plans)],
-        "boundaries": [{"attribute": b.attribute, "path": b.path, "t_m": b.t_m, "n_inv": b.n_inv,
-                        "test_accuracy": {s: bd.stats.get("test_accuracy") for s, bd in b.spaces.items()},
-                        "recommended_distance": {s: bd.recommended_distance for s, bd in b.spaces.items()}}
-                       for b, _ in plans[0].edits] + [{"attribute": c.attribute, "path": c.path, "condition": True}
-                                                      for c in plans[0].conditions],
-        "nfe_per_image": res.nfe,
-        "reconstruction_error": {k: v for k, v in res.reconstruction_error.items()},
+        "edits": edits_record(res),
+        "boundaries": _boundaries_record(res.plans[0]),
+        "nfe_per_image": res.nfe.to_json(),
+        "reconstruction_error": dict(res.reconstruction_error),
         "seconds": {**res.seconds, "total": round(time.time() - t0, 3),
-                    "per_edit_per_batch": round(res.seconds["edits"] / (len(plans) * n_calls), 4),
-                    "per_nfe_per_batch": round(res.seconds["edits"] / max(1, len(plans) * n_calls * res.nfe["per_edit"]), 5)},
-        "images": [{"name": n, "file": str(f), "projections_before": {a: {s: v[i] for s, v in sp.items()}
-                                                                       for a, sp in res.projections_before.items()},
-                    "projections_after": [{a: {s: v[i] for s, v in sp.items()} for a, sp in pa.items()}
-                                          for pa in res.projections_after],
+                    "per_edit_per_batch": round(res.seconds["edits"] / (n_edits * n_calls), 4),
+                    "per_nfe_per_batch": round(res.seconds["edits"] / max(1, n_edits * n_calls * res.nfe.per_edit), 5)},
+        "images": [{"name": n, "file": str(f), **projections_of(res, i),
                     "reconstruction_rmse": res.reconstruction_error["rmse_per_image"][i]}
                    for i, (n, f) in enumerate(zip(names, files))],
     }
-    write_folder(out, rows, record, "edit.json", (lo, hi), args.png_scale)
-    err = res.reconstruction_error
-    print(f"edited {len(x)} image(s), {len(plans)} edit(s) each, {res.nfe['total_per_image']} NFE per image; "
-          f"reconstruction RMSE {err['rmse']:.4f} (PSNR {err['psnr_db']:.1f} dB) -> {out}")
-    return 0

@@ -8,13 +8,14 @@ import warnings
 from pathlib import Path
 
 from ..errors import DdmkitError
+from .argtypes import MAX_STEPS, float_range, int_range, path_text
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
 
 EXAMPLE = "example: ddmkit mixing-step --faces 200 --attribute smiling --out runs/mixing-smiling"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .boundary import add_inversion_arguments, add_label_arguments
-    from .sample import add_model_argument
 
     p = sub.add_parser(
         "mixing-step",
@@ -32,40 +33,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_label_arguments(p)
     add_inversion_arguments(p)
     p.add_argument("--candidates", default=None, help="comma-separated timesteps (default: T/10 .. 9T/10)")
-    p.add_argument("--tol-acc", type=float, default=0.02, help="accuracy tolerance below the best (default: 0.02)")
-    p.add_argument("--tol-r", type=float, default=0.01, help="relative radius gap tolerance (default: 0.01)")
+    p.add_argument("--tol-acc", type=float_range(0, 1), default=0.02, help="accuracy tolerance below the best (default: 0.02)")
+    p.add_argument("--tol-r", type=float_range(0, 10), default=0.01, help="relative radius gap tolerance (default: 0.01)")
     p.add_argument("--radius-check", action="store_true",
                    help="also require the radius gap <= --tol-r (off by default: on the default model the gap is "
                    ">= 0.05 at every t because its samples are more saturated than the data; the radii are "
                    "measured and saved either way)")
-    p.add_argument("--radius-samples", type=int, default=64, help="trajectories from N(0, I) for r_samp (default: 64)")
-    p.add_argument("--radius-steps", type=int, default=100,
+    p.add_argument("--radius-samples", type=int_range(1, 100_000), default=64, help="trajectories from N(0, I) for r_samp (default: 64)")
+    p.add_argument("--radius-steps", type=int_range(1, MAX_STEPS), default=100,
                    help="DDIM steps of those trajectories from T-1 to the smallest candidate (default: 100)")
     p.add_argument("--accuracy", choices=("mean", "z", "h", "min"), default="mean",
                    help="which held-out accuracy the criterion uses (default: mean of z and h)")
-    p.add_argument("--out", required=True, help="output folder (mixing_step.json, mixing_step.png)")
+    p.add_argument("--out", required=True, type=path_text, help="output folder (mixing_step.json, mixing_step.png)")
+    add_overwrite_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+def claim_output(args: argparse.Namespace) -> Path:
+    """OUT is new, empty, or (--overwrite) reused; a finished search is kept unless --overwrite."""
+    from ..output_guard import claim_folder, json_file_says
+
+    inputs = model_input_paths(args.model) + [Path(p) for p in (args.images, args.labels, args.positive, args.negative) if p]
+    out = claim_folder(args.out, lambda d: json_file_says(d / "mixing_step.json", command="mixing-step"),
+                       overwrite=args.overwrite, inputs=inputs)
+    if (out / "mixing_step.json").exists() and not args.overwrite:
+        raise DdmkitError(f"{out} already holds mixing_step.json; choose another --out, or add --overwrite")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    out = claim_output(args)
+    with run_lock(out):
+        claim_output(args)  # again under the lock
+        return _run_locked(args, out)
+
+
+def _run_locked(args: argparse.Namespace, out: Path) -> int:
     from .. import __version__
-    from ..editing.boundaries import model_fingerprint
     from ..editing.ddim import EpsModel
+    from ..editing.fingerprint import model_fingerprint
     from ..editing.mixing import default_candidates, mixing_step_search, plot_curve
     from ..io import atomic_write_json
     from ..models.loading import load_model
     from .boundary import load_labelled, parse_test
-    from .sample import resolve_device
 
-    out = Path(args.out)
-    if (out / "mixing_step.json").exists():
-        raise DdmkitError(f"{out} already holds mixing_step.json; choose another --out")
-    if out.exists() and not out.is_dir():
-        raise DdmkitError(f"{out} exists and is not a folder")
     n_test = parse_test(args.test)
-    if args.radius_samples < 1 or args.radius_steps < 1:
-        raise DdmkitError("--radius-samples and --radius-steps must be >= 1")
     candidates = None
     if args.candidates:
         try:

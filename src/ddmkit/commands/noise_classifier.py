@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from ..errors import DdmkitError
+from .argtypes import MAX_BATCH, float_range, int_range, path_text, seed
+from .common import model_input_paths, run_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,21 +31,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "to [-1, 1], then x / rms(x) with log rms(x) as an extra input (--input-norm rms) or the raw state (none).",
         epilog="example: ddmkit noise-classifier train --model default --out runs/faces_noise_classifier --max-minutes 15",
     )
-    t.add_argument("--model", default="default", help="'default', 'digits', gmm:PATH.json or a diffusers folder")
+    t.add_argument("--model", default="default", type=path_text, help="'default', 'digits', gmm:PATH.json or a diffusers folder")
     t.add_argument("--data", default=None, help="clean data: 'faces', 'digits' or an image folder (default: the model's own)")
-    t.add_argument("--out", required=True, help="output path (writes OUT.safetensors and OUT.json)")
-    t.add_argument("--k", type=int, default=1000, help="number of noise levels K (default 1000, the paper's)")
-    t.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
-    t.add_argument("--batch-size", type=int, default=100, help="default 100, the paper's")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the paper's)")
+    t.add_argument("--out", required=True, type=path_text,
+                   help="output path (writes OUT.safetensors and OUT.json; checkpoints in OUT.ckpt/)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing OUT.safetensors / OUT.json")
+    t.add_argument("--k", type=int_range(2, 100_000), default=1000, help="number of noise levels K (default 1000, the paper's)")
+    t.add_argument("--steps", type=int_range(1, 100_000_000), default=3000, help="optimizer steps (default 3000)")
+    t.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=100, help="default 100, the paper's")
+    t.add_argument("--lr", type=float_range(0, 1, low_open=True), default=1e-3,
+                   help="Adam learning rate (default 1e-3, the paper's)")
     t.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
     t.add_argument("--input-norm", choices=("rms", "raw+logrms", "none"), default="rms")
     t.add_argument("--channels", default="32,64,128,256",
                    help="widths of the four conv layers for images (default: 32,64,128,256, the paper's)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=200)
-    t.add_argument("--max-minutes", type=float, default=0.0, help="stop after this much training time and write the file (0: no limit)")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--seed", type=seed, default=0)
+    t.add_argument("--checkpoint-every", type=int_range(1, 100_000_000), default=200)
+    t.add_argument("--max-minutes", type=float_range(0), default=0.0, help="stop after this much training time and write the file (0: no limit)")
+    t.add_argument("--threads", type=int_range(0, 1024), default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--quiet", action="store_true")
     e = s.add_parser("evaluate", help="held-out accuracy and mean |delta log sigma| of a classifier file",
@@ -48,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", default="default")
     e.add_argument("--classifier", required=True, help="PATH of PATH.safetensors + PATH.json")
     e.add_argument("--data", default=None)
-    e.add_argument("--seed", type=int, default=1)
+    e.add_argument("--seed", type=seed, default=1)
     p.set_defaults(func=lambda a: _dispatch(a, p))
 
 
@@ -62,8 +70,6 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _channels(text: str) -> tuple[int, ...]:
-    from ..errors import DdmkitError
-
     try:
         ch = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -73,18 +79,39 @@ def _channels(text: str) -> tuple[int, ...]:
     return ch
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from ..dmcmc.classifier import ClassifierTrainConfig, data_for_model, model_facts, paths_for, train_noise_classifier
-    from ..errors import DdmkitError
+def claim_outputs(args: argparse.Namespace) -> Path:
+    """OUT.safetensors / OUT.json are new (or --overwrite) and never the model or data file; an
+    unfinished run's OUT.ckpt/ is resumed."""
+    from ..dmcmc.classifier import paths_for
+    from ..output_guard import claim_files, refuse_inputs
 
-    if args.k < 2 or args.steps < 1 or args.batch_size < 1:
-        raise DdmkitError("--k must be >= 2, --steps and --batch-size >= 1")
-    facts = model_facts(args.model)
-    data = data_for_model(facts, args.data, args.seed)
+    wpath, mpath = paths_for(args.out)
+    ckpt = wpath.with_name(wpath.name.replace(".safetensors", ".ckpt"))
+    inputs = model_input_paths(args.model) + ([Path(args.data)] if args.data and Path(args.data).exists() else [])
+    refuse_inputs([ckpt], inputs)
+    claim_files([wpath, mpath], overwrite=args.overwrite, inputs=inputs)
+    return wpath
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..dmcmc.classifier import ClassifierTrainConfig
+
     cfg = ClassifierTrainConfig(k=args.k, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                 lr_schedule=args.lr_schedule, seed=args.seed, input_norm=args.input_norm,
                                 checkpoint_every=args.checkpoint_every, threads=args.threads, max_minutes=args.max_minutes,
                                 channels=_channels(args.channels))
+    cfg.validate()
+    wpath = claim_outputs(args)
+    with run_lock(wpath):
+        claim_outputs(args)  # again under the lock
+        return _train(args, cfg)
+
+
+def _train(args: argparse.Namespace, cfg) -> int:
+    from ..dmcmc.classifier import data_for_model, model_facts, paths_for, train_noise_classifier
+
+    facts = model_facts(args.model)
+    data = data_for_model(facts, args.data, args.seed)
     meta = {"model": args.model, "model_identity": facts.identity, "domain": data.domain or facts.domain,
             "sample_shape": list(facts.sample_shape), "data_range": list(facts.data_range) if facts.data_range else None}
     meta = train_noise_classifier(data, facts.sample_shape, facts.data_range, facts.sigma_min, facts.sigma_max,

@@ -4,27 +4,14 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import DdmkitError
-
-
-def add_model_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="'default' (shipped faces DDPM), 'digits', gmm:PATH.json, or a diffusers folder (default: default)")
-    p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1', ...")
-
-
-def resolve_device(name: str) -> str:
-    """'auto' -> cuda if present, else cpu; a CUDA device where there is none is a DdmkitError."""
-    from ..distributed import resolve_device as resolve
-
-    return resolve(name)
+from .argtypes import MAX_BATCH, MAX_NUM, MAX_STEPS, float_range, int_range, path_text, seed
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, on_main, run_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,25 +29,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="network precision: fp32, or bf16/fp16 autocast on CUDA (default: fp32)")
     p.add_argument("--integrator", default="kar1",
                    help="kar1, kar2, rd, em, pf, rk45, ddim, dpmpp_2m or unipc (default: kar1)")
-    p.add_argument("--steps", type=int, default=18,
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=18,
                    help="the integrator's N (grid points; for ddim, dpmpp_2m and unipc the NFE)")
-    p.add_argument("--num", type=int, default=64, help="number of samples")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="base seed; sample i uses its own seed derived from it")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--num", type=int_range(1, MAX_NUM), default=64, help="number of samples")
+    p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=64,
+                   help="samples per network call (a resumed run must use the same: network results depend on it)")
+    p.add_argument("--seed", type=seed, default=0, help="base seed in [0, 2^64); sample i uses its own seed derived from it")
+    p.add_argument("--out", required=True, type=path_text, help="output folder (new, empty, or an unfinished run to resume)")
+    add_overwrite_argument(p)
     p.add_argument("--no-tweedie", action="store_true", help="skip the final Tweedie denoising step (1 NFE)")
-    p.add_argument("--eta", type=float, default=None,
+    p.add_argument("--eta", type=float_range(0, 10), default=None,
                    help="with --dmcmc: the DLG Langevin step size (same as --dlg-eta); otherwise ddim's eta")
-    p.add_argument("--ddim-eta", type=float, default=None, help="ddim: eta (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--s-churn", type=float, default=None, help="kar2: S_churn (default 80)")
-    p.add_argument("--s-noise", type=float, default=None, help="kar2: S_noise (default 1.007)")
-    p.add_argument("--s-tmin", type=float, default=None,
+    p.add_argument("--ddim-eta", type=float_range(0, 10), default=None, help="ddim: eta (0 deterministic, 1 DDPM-like)")
+    p.add_argument("--s-churn", type=float_range(0, 1e6), default=None, help="kar2: S_churn (default 80)")
+    p.add_argument("--s-noise", type=float_range(0, 10), default=None, help="kar2: S_noise (default 1.007)")
+    p.add_argument("--s-tmin", type=float_range(0), default=None,
                    help="kar2: churn only where sigma >= S_tmin (model's sigma units; default 0.05 x data width)")
-    p.add_argument("--s-tmax", type=float, default=None,
+    p.add_argument("--s-tmax", type=float_range(0), default=None,
                    help="kar2: churn only where sigma <= S_tmax (default 1 x data width; e.g. --s-tmin 2 --s-tmax 400 "
                         "churns at high noise only)")
-    p.add_argument("--rtol", type=float, default=None, help="rk45: relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=float, default=None, help="rk45: absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=float_range(1e-12, 1), default=None,
+                   help="rk45: relative tolerance in [1e-12, 1] (default 1e-5)")
+    p.add_argument("--atol", type=float_range(0, 10, low_open=True), default=None,
+                   help="rk45: absolute tolerance in (0, 10] (default 1e-5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dmcmc_arguments(p)
     p.set_defaults(func=run)
@@ -75,11 +66,11 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
         "separately. The DLG step size is --eta (or --dlg-eta); DDIM's eta is then --ddim-eta. Example: ddmkit sample --dmcmc "
         "--integrator kar1 --steps 4 --n-skip 4 --num 64 --out runs/dlg-kar1")
     g.add_argument("--dmcmc", action="store_true", help="sample with Denoising Langevin Gibbs chains")
-    g.add_argument("--dlg-eta", type=float, default=0.8,
+    g.add_argument("--dlg-eta", type=float_range(0, 100, low_open=True), default=0.8,
                    help="Langevin step size in [0,1]-data units (scaled by 4 for [-1,1] models; default 0.8)")
-    g.add_argument("--n-skip", type=int, default=10, help="Langevin-Gibbs steps per output (default 10)")
-    g.add_argument("--chains", type=int, default=0, help="persistent chains (default: min(--num, --batch-size))")
-    g.add_argument("--noise-classifier", metavar="PATH", default=None,
+    g.add_argument("--n-skip", type=int_range(0, MAX_STEPS), default=10, help="Langevin-Gibbs steps per output (default 10)")
+    g.add_argument("--chains", type=int_range(0, MAX_BATCH), default=0, help="persistent chains (default: min(--num, --batch-size))")
+    g.add_argument("--noise-classifier", metavar="PATH", default=None, type=path_text,
                    help="PATH(.safetensors/.json) from `ddmkit noise-classifier train` (default: the one shipped "
                    "for default/digits)")
     g.add_argument("--classifier-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -94,7 +85,7 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--burn-in", default="auto",
                    help="auto, cifar10 (KAR2 N=20, +0.5 eps, 10x eta 0.5, 10x eta), celebahq (.. 50x 1.6, 20x eta), "
                    "or KAR2_STEPS:PERTURB:N1@ETA1,N2@eta")
-    g.add_argument("--tweedie-sigma", type=float, default=None,
+    g.add_argument("--tweedie-sigma", type=float_range(0, low_open=True), default=None,
                    help="sigma of DLG's final Tweedie step (default: the model's sigma_min; the official CelebA-HQ "
                    "runs use 1e-3)")
 
@@ -116,16 +107,23 @@ def resolve_eta_flags(args: argparse.Namespace) -> None:
 
 
 def integrator_options_from_args(args: argparse.Namespace) -> dict:
+    """The integrator options given as flags (--s-churn for s_churn, ...; ddim's eta is --eta/--ddim-eta),
+    refused for an integrator that does not take them (the registry reads each one's signature)."""
+    from ..integrators import INTEGRATORS, get_integrator
+
+    spec = get_integrator(args.integrator)
+    owners: dict[str, list[str]] = {}
+    for name, other in INTEGRATORS.items():
+        for opt in other.options:
+            owners.setdefault(opt, []).append(name)
     opts = {}
-    for flag, key, integrators in (("eta", "eta", ("ddim",)), ("s_churn", "s_churn", ("kar2",)),
-                                   ("s_noise", "s_noise", ("kar2",)),
-                                   ("s_tmin", "s_tmin", ("kar2",)), ("s_tmax", "s_tmax", ("kar2",)), ("rtol", "rtol", ("rk45",)),
-                                   ("atol", "atol", ("rk45",))):
-        value = getattr(args, flag, None)
-        if value is not None:
-            if args.integrator not in integrators:
-                raise DdmkitError(f"--{flag.replace('_', '-')} applies to {'/'.join(integrators)} only, not {args.integrator}")
-            opts[key] = value
+    for opt, names in owners.items():
+        value = getattr(args, opt, None)
+        if value is None:
+            continue
+        if opt not in spec.options:
+            raise DdmkitError(f"--{opt.replace('_', '-')} applies to {'/'.join(names)} only, not {args.integrator}")
+        opts[opt] = value
     return opts
 
 
@@ -143,27 +141,60 @@ def check_dmcmc_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import distributed
+    from ..output_guard import check_target
 
     validate_sample_arguments(args)
-    with distributed.session(args.device) as dist:
+    out = check_target(args.out, "folder")
+    with distributed.session(args.device) as dist, run_lock(out, dist):
         return run_on(args, dist)
 
 
 def validate_sample_arguments(args: argparse.Namespace) -> dict:
     """Check the flags before anything is loaded or written; returns the integrator options."""
-    from ..integrators import get_integrator
+    from ..integrators import get_integrator, validate_options
 
-    get_integrator(args.integrator)
-    if args.steps < 1:
-        raise DdmkitError(f"--steps must be >= 1, got {args.steps}")
-    if args.integrator in ("kar1", "kar2") and args.steps < 2:
-        raise DdmkitError(f"{args.integrator} needs --steps >= 2 (N grid points including the final 0)")
-    if args.num < 1 or args.batch_size < 1:
-        raise DdmkitError("--num and --batch-size must be >= 1")
+    get_integrator(args.integrator).check_steps(args.steps)
     resolve_eta_flags(args)
     args.options = integrator_options_from_args(args)
+    validate_options(args.integrator, args.options)
     check_dmcmc_arguments(args)
     return args.options
+
+
+def is_sample_folder(folder: Path) -> bool:
+    """A folder `ddmkit sample` wrote: an unfinished run (parts/settings.json) or a finished one."""
+    from ..output_guard import json_file_says
+
+    return ((folder / "parts" / "settings.json").is_file()  # even corrupt: PartStore then says how to go on
+            or json_file_says(folder / "manifest.json", command="sample"))
+
+
+def claim_output(args: argparse.Namespace, out: Path) -> None:
+    """ddmkit writes into OUT only if it is new, empty or its own run (else --overwrite); a finished
+    run is kept unless --overwrite, which then clears its outputs first."""
+    from ..output_guard import claim_folder
+    from ..outputs import clear_sample_outputs
+
+    inputs = model_input_paths(args.model) + ([Path(args.noise_classifier)] if getattr(args, "noise_classifier", None) else [])
+    claim_folder(out, is_sample_folder, overwrite=args.overwrite, inputs=inputs)
+    if (out / "manifest.json").is_file():
+        if not args.overwrite:
+            raise DdmkitError(f"{out} already holds a finished run (manifest.json); choose a new --out, or add "
+                              "--overwrite to replace it")
+        clear_sample_outputs(out)
+
+
+def check_memory(num: int, sample_shape: tuple[int, ...]) -> None:
+    """The merged samples.npz is held in memory: refuse runs that cannot fit (split them instead)."""
+    need = int(num) * int(np.prod(sample_shape)) * 4
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need * 2 > total:
+        most = max(1, total // (2 * 4 * int(np.prod(sample_shape))))
+        raise DdmkitError(f"--num {num} would need {need / 2**30:.1f} GiB for samples.npz ({total / 2**30:.0f} GiB of "
+                          f"memory here); split the run into --num of at most {most} each with other seeds")
 
 
 def run_on(args: argparse.Namespace, dist) -> int:
@@ -174,84 +205,84 @@ def run_on(args: argparse.Namespace, dist) -> int:
     (`distributed_batches`); each worker writes its own per-batch parts into OUT/parts (atomic files);
     after a barrier rank 0 merges them and writes the folder and manifest. Sample i depends only on
     (seed, i) and its batch, so the result is the same for any number of workers and a resumed run
-    may use another number of workers."""
+    may use another number of workers (not another --batch-size: the settings record it)."""
     from ..denoisers import set_precision
     from ..models.loading import load_model, model_identity
-    from ..outputs import PartStore, write_sample_folder
-    from ..sampling import sample
 
-    options = args.options
-    device = dist.device
     out = Path(args.out)
-    if (out / "manifest.json").is_file():
-        raise DdmkitError(f"{out} already holds a finished run (manifest.json); choose a new --out")
-    denoiser = load_model(args.model, device=device)
+    on_main(dist, lambda: claim_output(args, out))
+    denoiser = load_model(args.model, device=dist.device)
+    check_memory(args.num, tuple(denoiser.sample_shape))
     set_precision(denoiser, getattr(args, "dtype", "fp32"))
     settings = {
         "command": "sample", "model": args.model, "model_identity": model_identity(denoiser),
         "integrator": args.integrator, "steps": args.steps, "num": args.num, "seed": args.seed,
-        "tweedie": not args.no_tweedie, "options": options, "dtype": getattr(args, "dtype", "fp32"),
+        "tweedie": not args.no_tweedie, "options": args.options, "dtype": getattr(args, "dtype", "fp32"),
     }
     if getattr(args, "dmcmc", False):
         from ..dmcmc.run import run_dmcmc_sample
 
-        return run_dmcmc_sample(args, denoiser, settings, device, dist=dist)
-    store = PartStore(out, settings)
+        return run_dmcmc_sample(args, denoiser, settings, dist.device, dist=dist)
+    return run_plain(args, denoiser, settings, dist)
+
+
+def run_plain(args: argparse.Namespace, denoiser, settings: dict, dist) -> int:
+    """Plain sampling into OUT (see `run_on`)."""
+    from ..outputs import PartStore, manifest_header, write_sample_folder
+
+    out = Path(args.out)
+    store = PartStore(out, {**settings, "batch_size": args.batch_size})
     done = dist.broadcast_object(sorted(store.done_indices()) if dist.is_main else None)
-    missing = sorted(set(range(args.num)) - set(done))
-    batches = distributed_batches(missing, args.batch_size, dist)
-    todo = [i for b in batches for i in b]
-    store.start()
-    dist.barrier()  # nobody writes a part before every worker has its share
     t0 = time.time()
-
-    def save_batch(indices, x):
-        store.write(indices, x.numpy())
-        fault_injection_after_part()
-
-    result = None
-    if todo:
-        result = sample(
-            denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-            batches=batches, use_tweedie=not args.no_tweedie, options=options,
-            progress=not args.quiet and dist.is_main, callback=save_batch,
-        )
-    seconds = time.time() - t0
+    result, todo = _sample_missing(args, denoiser, store, done, dist)
     nfe_sum = result.nfe_per_sample * len(todo) if result is not None else 0.0
     totals = dist.all_reduce_sum([nfe_sum, len(todo)])
-    ranks = dist.all_gather_object({"rank": dist.rank, "device": device, "host": socket.gethostname(),
-                                    "samples": len(todo), "seconds": round(seconds, 3)})
+    ranks = dist.all_gather_object({"rank": dist.rank, "device": dist.device, "host": socket.gethostname(),
+                                    "samples": len(todo), "seconds": round(time.time() - t0, 3)})
     dist.barrier()  # every part is on disk
     if not dist.is_main:
         return 0
     merged = store.gather(range(args.num), shared_hint=dist.enabled)
     if result is None:  # nothing sampled on this worker: measure one sample for the settings (and NFE)
-        result = sample(denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=1,
-                        indices=[0], use_tweedie=not args.no_tweedie, options=options)
+        result = _sample(args, denoiser, batches=[[0]])
     # the NFE per sample over every worker's samples (rk45's differs between batches)
     nfe_per_sample = float(totals[0] / totals[1]) if totals[1] > 0 else result.nfe_per_sample
-    sampler_settings = result.settings
-    inner_range = getattr(denoiser, "data_range", None)
     manifest = {
-        **settings,
-        "ddmkit_version": __version__,
-        "domain": getattr(denoiser, "domain", None),
-        "data_range": list(inner_range) if inner_range else None,
-        "sample_shape": list(denoiser.sample_shape),
-        "batch_size": args.batch_size,
-        "device": device,
+        **manifest_header(settings, denoiser, dist.device, batch_size=args.batch_size),
         "nfe_per_sample": nfe_per_sample,
-        "sampler_settings": sampler_settings,
+        "sampler_settings": result.settings,
         "resumed_with_done": len(done),
         "seconds": round(time.time() - t0, 3),
         "world_size": dist.world_size,
         "ranks": ranks,
     }
-    write_sample_folder(out, merged["x"], merged["index"], manifest, inner_range, denoiser.is_image)
+    write_sample_folder(out, merged["x"], merged["index"], manifest, denoiser.data_range, denoiser.is_image)
     store.remove()
     workers = f" on {dist.world_size} workers" if dist.enabled else ""
     print(f"{args.num} samples, {nfe_per_sample:g} NFE each{workers} -> {out}")
     return 0
+
+
+def _sample(args: argparse.Namespace, denoiser, batches, callback=None, progress: bool = False):
+    from ..sampling import sample
+
+    return sample(denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                  batches=batches, use_tweedie=not args.no_tweedie, options=args.options, progress=progress,
+                  callback=callback)
+
+
+def _sample_missing(args: argparse.Namespace, denoiser, store, done: list[int], dist):
+    """This worker's share of the samples not on disk yet, each batch written as a part as it is done."""
+    missing = np.setdiff1d(np.arange(args.num, dtype=np.int64), np.asarray(done, dtype=np.int64)).tolist()
+    batches = distributed_batches(missing, args.batch_size, dist)
+    todo = [i for b in batches for i in b]
+    store.start()
+    dist.barrier()  # nobody writes a part before every worker has its share
+    if not todo:
+        return None, todo
+    result = _sample(args, denoiser, batches, callback=lambda indices, x: store.write(indices, x.numpy()),
+                     progress=not args.quiet and dist.is_main)
+    return result, todo
 
 
 def distributed_batches(missing: list[int], batch_size: int, dist) -> list[list[int]]:
@@ -267,26 +298,3 @@ def distributed_batches(missing: list[int], batch_size: int, dist) -> list[list[
         groups.setdefault(i // batch_size, []).append(i)
     ordered = [groups[k] for k in sorted(groups)]
     return ordered[dist.rank :: dist.world_size]
-
-
-FAULT_ENV = "DDMKIT_FAULT_AFTER_PARTS"
-
-
-def fault_injection_after_part() -> None:
-    """Test hook: with $DDMKIT_FAULT_AFTER_PARTS=K (or RANK:K), this worker dies (os._exit, as from
-    kill -9: no cleanup) right after writing its K-th part. Used by the resume tests."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    rank, _, k = spec.rpartition(":")
-    if rank and int(rank) != int(os.environ.get("RANK", "0")):
-        return
-    global _PARTS_WRITTEN
-    _PARTS_WRITTEN += 1
-    if _PARTS_WRITTEN >= int(k):
-        sys.stderr.write(f"ddmkit: {FAULT_ENV}={spec}: exiting after {_PARTS_WRITTEN} parts\n")
-        sys.stderr.flush()
-        os._exit(17)
-
-
-_PARTS_WRITTEN = 0

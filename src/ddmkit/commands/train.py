@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..training import TrainConfig, train
+from pathlib import Path
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+from ..training import TrainConfig, is_run_folder, train
+from .argtypes import MAX_BATCH, float_range, int_list, int_range, path_text, seed
+from .common import add_overwrite_argument, resolve_device, run_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,39 +19,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: ddmkit train --data faces --steps 8000 --out runs/faces",
     )
     d = TrainConfig()
-    p.add_argument("--data", default=d.data, help="'faces', 'digits', or a folder of images (default: faces)")
-    p.add_argument("--out", required=True, help="run folder: checkpoints, log, and the final model in OUT/model")
-    p.add_argument("--resolution", type=int, default=d.resolution)
-    p.add_argument("--channels", type=_ints, default=d.block_out_channels, help="block_out_channels, e.g. 32,64,128")
-    p.add_argument("--attention", type=_ints, default=tuple(int(a) for a in d.attention_levels),
+    p.add_argument("--data", default=d.data, type=path_text, help="'faces', 'digits', or a folder of images (default: faces)")
+    p.add_argument("--out", required=True, type=path_text,
+                   help="run folder: checkpoints, log, and the final model in OUT/model (new, empty, or a run to resume)")
+    add_overwrite_argument(p)
+    p.add_argument("--resolution", type=int_range(8, 1024), default=d.resolution)
+    p.add_argument("--channels", type=int_list(1, 4096), default=d.block_out_channels,
+                   help="block_out_channels, e.g. 32,64,128 (each a multiple of 16, the GroupNorm groups)")
+    p.add_argument("--attention", type=int_list(0, 1), default=tuple(int(a) for a in d.attention_levels),
                    help="attention per level as 0/1, e.g. 0,0,1")
-    p.add_argument("--layers-per-block", type=int, default=d.layers_per_block)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--layers-per-block", type=int_range(1, 16), default=d.layers_per_block)
+    p.add_argument("--steps", type=int_range(1, 100_000_000), default=d.steps)
+    p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=d.batch_size)
+    p.add_argument("--lr", type=float_range(0, 1, low_open=True), default=d.lr)
+    p.add_argument("--ema-decay", type=float_range(0, 1, high_open=True), default=d.ema_decay)
+    p.add_argument("--checkpoint-every", type=int_range(1, 100_000_000), default=d.checkpoint_every)
+    p.add_argument("--seed", type=seed, default=d.seed)
+    p.add_argument("--threads", type=int_range(0, 1024), default=0, help="torch CPU threads (0: default)")
     p.add_argument("--init-from", default="", help="warm start: a diffusers folder with the same architecture")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1', ...")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=int_range(0, 256), default=0,
                    help="processes rendering synthetic-face batches ahead of the GPU (default 0: none)")
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--max-seconds", type=float_range(0, low_open=True), default=None,
                    help="stop (checkpoint + export) after this wall time; the same command resumes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DdmkitError
+    from ..output_guard import claim_folder
 
-    if args.steps < 1 or args.batch_size < 1:
-        raise DdmkitError("--steps and --batch-size must be >= 1")
-    from .sample import resolve_device
-
-    if args.workers < 0:
-        raise DdmkitError("--workers must be >= 0")
     cfg = TrainConfig(
         data=args.data, resolution=args.resolution, block_out_channels=args.channels,
         attention_levels=tuple(bool(a) for a in args.attention), layers_per_block=args.layers_per_block,
@@ -59,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, init_from=args.init_from,
         device=resolve_device(args.device), workers=args.workers,
     )
-    model_dir = train(cfg, args.out, progress=not args.quiet, max_seconds=args.max_seconds)
+    cfg.validate()  # before anything is written
+    inputs = [Path(p) for p in (args.data, args.init_from) if p and Path(p).exists()]
+    out = claim_folder(args.out, is_run_folder, overwrite=args.overwrite, inputs=inputs)
+    with run_lock(out):
+        claim_folder(args.out, is_run_folder, overwrite=args.overwrite, inputs=inputs)  # again under the lock
+        model_dir = train(cfg, out, progress=not args.quiet, max_seconds=args.max_seconds)
     print(f"model written to {model_dir}")
     return 0

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import DdmkitError
 
+MAX_PIXELS = 8192 * 8192  # larger images are refused before decoding (decompression bombs)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
@@ -27,6 +28,9 @@ def load_image(path: str | os.PathLike, resolution: int, channels: int = 3) -> n
 
     try:
         with Image.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:  # read from the header: nothing is decoded yet
+                raise DdmkitError(f"image {path} is {im.size[0]}x{im.size[1]}: more pixels than ddmkit reads "
+                                  f"({MAX_PIXELS:,}); downscale it first (or it is a decompression bomb)")
             im = im.convert("RGB" if channels == 3 else "L")
             if im.size != (resolution, resolution):
                 w, h = im.size
@@ -34,6 +38,9 @@ def load_image(path: str | os.PathLike, resolution: int, channels: int = 3) -> n
                 im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
                 im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
             arr = np.asarray(im, dtype=np.float32)
+    except Image.DecompressionBombError:
+        raise DdmkitError(f"image {path} declares more pixels than ddmkit reads ({MAX_PIXELS:,}); downscale it "
+                          "first (or it is a decompression bomb)") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DdmkitError(f"cannot read image {path}: {e.__class__.__name__}; give a PNG/JPEG file") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

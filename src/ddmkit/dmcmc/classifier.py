@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..errors import DdmkitError
-from ..io import atomic_write_bytes, atomic_write_json, replace_dir
+from ..io import atomic_write_bytes, atomic_write_json, recover_dir, replace_dir
 from ..schedules import ve_classifier_grid
 
 FORMAT = "ddmkit-noise-classifier/1"
@@ -441,6 +441,19 @@ class ClassifierTrainConfig:
     channels: tuple[int, ...] = CHANNELS  # CNN widths (images only); narrower = cheaper per DLG step
     notes: dict = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Refuse settings that would fail or train nothing, before any file is written."""
+        if self.steps < 1 or self.batch_size < 1 or not 2 <= self.k <= 100_000 or self.checkpoint_every < 1:
+            raise DdmkitError("--steps, --batch-size and --checkpoint-every must be >= 1 and --k in 2..100000")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise DdmkitError(f"--lr must be a finite number in (0, 1], got {self.lr}")
+        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0) or self.threads < 0:
+            raise DdmkitError("--max-minutes and --threads must be >= 0")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise DdmkitError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if len(self.channels) != 4 or min(self.channels) < 1:
+            raise DdmkitError(f"--channels needs four positive widths, got {self.channels}")
+
 
 def _comparable(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in ("steps", "checkpoint_every", "threads", "max_minutes", "notes")}
@@ -509,10 +522,7 @@ def train_noise_classifier(
     from tqdm.auto import tqdm
 
     cfg = cfg or ClassifierTrainConfig()
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.k < 2:
-        raise DdmkitError("--steps and --batch-size must be >= 1 and --k >= 2")
-    if cfg.lr_schedule not in ("cosine", "constant"):
-        raise DdmkitError(f"lr_schedule must be 'cosine' or 'constant', got {cfg.lr_schedule!r}")
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     wpath, mpath = paths_for(out)
@@ -524,13 +534,21 @@ def train_noise_classifier(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     cfg_json = asdict(cfg)
     start, trained_seconds, loss_log = 0, 0.0, []
+    recover_dir(ckpt)
     if (ckpt / "state.json").is_file():
-        state = json.loads((ckpt / "state.json").read_text())
-        if _comparable(state["config"]) != _comparable(cfg_json) or state.get("sigma") != [sigma_min, sigma_max]:
+        try:
+            state = json.loads((ckpt / "state.json").read_text())
+            same = _comparable(state["config"]) == _comparable(cfg_json) and state.get("sigma") == [sigma_min, sigma_max]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DdmkitError(f"the checkpoint {ckpt} is corrupt (state.json); delete it to start over") from None
+        if not same:
             raise DdmkitError(f"{ckpt} holds a checkpoint of other settings; delete it or use the same settings (or another --out)")
-        net.load_state_dict(load_file(str(ckpt / "net.safetensors")))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        start, trained_seconds, loss_log = int(state["step"]), float(state["seconds"]), state.get("loss_log", [])
+        try:
+            net.load_state_dict(load_file(str(ckpt / "net.safetensors")))
+            opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+            start, trained_seconds, loss_log = int(state["step"]), float(state["seconds"]), state.get("loss_log", [])
+        except Exception as e:  # truncated weights or optimizer state
+            raise DdmkitError(f"the checkpoint {ckpt} is unreadable ({e.__class__.__name__}); delete it to start over") from None
 
     def save_ckpt(step: int, seconds: float) -> None:
         tmp = ckpt.with_name(ckpt.name + ".tmp")

@@ -47,16 +47,15 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..denoisers import Denoiser, NFECounter, append_dims, unwrap
 from ..errors import DdmkitError
-from ..integrators import INTEGRATORS, PerSampleGenerator
-from ..sampling import clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
+from ..integrators import PerSampleGenerator, get_integrator
+from ..sampling import check_seed, clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
 from .classifier import NoiseLevelClassifier
 
 
@@ -129,10 +128,9 @@ class DLGConfig:
     divergence_factor: float = 10.0
 
     def validate(self) -> None:
-        if self.integrator not in INTEGRATORS:
-            raise DdmkitError(f"unknown integrator {self.integrator!r}; choose one of {', '.join(INTEGRATORS)}")
-        if int(self.steps) != self.steps or self.steps < (2 if self.integrator in ("kar1", "kar2") else 1):
-            raise DdmkitError(f"--steps must be an integer >= {2 if self.integrator in ('kar1', 'kar2') else 1} for {self.integrator}")
+        spec = get_integrator(self.integrator)
+        if int(self.steps) != self.steps or self.steps < spec.min_steps:
+            raise DdmkitError(f"--steps must be an integer >= {spec.min_steps} for {self.integrator}")
         if not (self.eta > 0 and math.isfinite(self.eta)):
             raise DdmkitError(f"the DLG step size eta must be > 0, got {self.eta}")
         if int(self.n_skip) != self.n_skip or self.n_skip < 0:
@@ -157,7 +155,7 @@ class DLGConfig:
 
 def dlg_seed(seed: int, chain: int, restart: int, tag: int, round_: int = 0) -> int:
     """The random stream of one chain for one burn-in (tag 1) or round (tag 2)."""
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xD1C, int(chain), int(restart), int(tag), int(round_)])
+    ss = np.random.SeedSequence([check_seed(seed), 0xD1C, int(chain), int(restart), int(tag), int(round_)])
     return int(ss.generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -191,11 +189,16 @@ class ChainState:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ChainState":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            return cls(torch.from_numpy(z["x"]), torch.from_numpy(z["sigma"]), torch.from_numpy(z["restarts"]),
-                       meta["round"], meta["next_index"], torch.from_numpy(z["outputs_per_chain"]), meta["events"],
-                       meta["nfe"])
+        """The saved state; a corrupt file is a DdmkitError that says how to go on."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return cls(torch.from_numpy(z["x"]), torch.from_numpy(z["sigma"]), torch.from_numpy(z["restarts"]),
+                           int(meta["round"]), int(meta["next_index"]), torch.from_numpy(z["outputs_per_chain"]),
+                           list(meta["events"]), dict(meta["nfe"]))
+        except Exception as e:  # truncated, object arrays, missing keys, bad JSON
+            raise DdmkitError(f"the DLG chain state {path} is unreadable ({e.__class__.__name__}); delete the run's "
+                              "parts folder to start it over, or choose a new --out") from None
 
 
 @dataclass

@@ -155,9 +155,6 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
         s.save(state_path)
         if AFTER_ROUND is not None:
             AFTER_ROUND(o, s)
-        from ..commands.sample import fault_injection_after_part
-
-        fault_injection_after_part()
 
     if my_num > 0 or state is not None:
         state = sampler.run(my_num, state=state, on_round=on_round, on_state=on_state,

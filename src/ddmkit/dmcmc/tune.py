@@ -15,6 +15,7 @@ The table (JSON) is rewritten after every row, so an interrupted search resumes 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +24,7 @@ import torch
 
 from ..denoisers import Denoiser, unwrap
 from ..errors import DdmkitError
-from ..integrators import INTEGRATORS
+from ..integrators import INTEGRATORS, get_integrator
 from ..io import atomic_write_json
 from ..sampling import sample
 from .classifier import NoiseLevelClassifier
@@ -35,23 +36,12 @@ DEFAULT_SKIP_SHARES = (0.2, 0.4, 0.6)
 
 def integrator_nfe(integrator: str, steps: int) -> int | None:
     """NFE of one integration with `steps` (the spec's N); None for rk45 (adaptive)."""
-    if integrator in ("kar1", "kar2"):
-        return 2 * steps - 3
-    if integrator == "rk45":
-        return None
-    return steps
+    return get_integrator(integrator).nfe(steps)
 
 
 def max_steps(integrator: str, budget: int) -> int | None:
     """The largest N whose integrator NFE fits `budget` (None if none does)."""
-    lo = 2 if integrator in ("kar1", "kar2") else 1
-    if integrator == "rk45":
-        return 1
-    best = None
-    n = lo
-    while integrator_nfe(integrator, n) <= budget:
-        best, n = n, n + 1
-    return best
+    return get_integrator(integrator).max_steps(budget)
 
 
 def settings_grid(target_nfe: int, integrators: Sequence[str], etas: Sequence[float],
@@ -114,8 +104,10 @@ def tune_dmcmc(
     for i in integrators:
         if i not in INTEGRATORS:
             raise DdmkitError(f"unknown integrator {i!r}; choose from {', '.join(INTEGRATORS)}")
-    if not etas or any(e <= 0 for e in etas):
+    if not etas or any(not (math.isfinite(e) and e > 0) for e in etas):
         raise DdmkitError("--etas must be positive numbers")
+    if not skip_shares or any(not (math.isfinite(s) and 0 < s < 1) for s in skip_shares):
+        raise DdmkitError(f"--skip-shares must be numbers in (0, 1), got {', '.join(map(str, skip_shares))}")
     name, fn = metric or default_metric(denoiser)
     grid = settings_grid(target_nfe, integrators, etas, skip_shares)
     for integ in integrators:  # plain baselines at the same budget

@@ -1,6 +1,6 @@
 """Per-attribute calibration of the editing distance with a judge of the attribute.
 
-The default recommended distance (`boundaries.recommended_distance`: 2 x the 95th percentile of
+The default recommended distance (`svm.recommended_distance`: 2 x the 95th percentile of
 |<x_i, n>| over the training latents) is one rule for every attribute. Attributes whose classes lie
 far apart in z (dark hair: a large colour change over many pixels) are then over-edited -- the edit
 succeeds but drags other attributes with it -- while subtle ones may be under-edited. Where a judge of
@@ -26,8 +26,13 @@ import numpy as np
 import torch
 
 from ..errors import DdmkitError
-from .boundaries import AttributeBoundary, normalise_labels
-from .edit import Distance, EditPlan, edit_latents
+from ..integrators import PerSampleGenerator
+from ..sampling import sample_seed
+from .attribute import AttributeBoundary
+from .loop import edit_latents
+from .plan import Distance, EditPlan
+from .settings import EditSettings
+from .svm import normalise_labels
 
 DEFAULT_MULTIPLES = (0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0)
 DEFAULT_TARGET = 0.95
@@ -41,9 +46,6 @@ def calibrate_distance(denoiser, boundary: AttributeBoundary, z: torch.Tensor, h
 
     `source_labels`: the attribute of each held-out source (0/1, by the judge or the data's labels);
     `judge(images in the model's range, (N, C, H, W) float32) -> (N,)` P(attribute present)."""
-    from ..integrators import PerSampleGenerator
-    from ..sampling import sample_seed
-
     y = normalise_labels(source_labels)
     if len(y) != len(z) or len(z) != len(h):
         raise DdmkitError(f"calibration needs one label per latent (got {len(y)} labels, {len(z)} z, {len(h)} h)")
@@ -54,26 +56,31 @@ def calibrate_distance(denoiser, boundary: AttributeBoundary, z: torch.Tensor, h
         raise DdmkitError(f"calibration multiples must be > 0, got {list(multiples)}")
     if not 0 < target <= 1:
         raise DdmkitError(f"calibration target must be in (0, 1], got {target}")
-    target_label = 1 - y
-    successes = []
-    for m in mult:
-        flipped = np.zeros(len(y), bool)
-        for sign, sel in ((+1, np.flatnonzero(target_label == 1)), (-1, np.flatnonzero(target_label == 0))):
-            plan = EditPlan([(boundary, Distance(sign * m, relative=True))], space="both", move="set")
-            for i in range(0, len(sel), batch_size):
-                idx = sel[i:i + batch_size]
-                gen = PerSampleGenerator([sample_seed(seed, int(k)) for k in idx]) if eta > 0 else None
-                with torch.no_grad():
-                    out, _, _ = edit_latents(denoiser, z[idx].to(denoiser.device), h[idx].to(denoiser.device), plan,
-                                             eta=eta, n_steps=n_steps, generator=gen)
-                p = np.asarray(judge(out.float().cpu().numpy())).reshape(-1)
-                flipped[idx] = (p > 0.5).astype(np.int64) == target_label[idx]
-        successes.append(float(flipped.mean()))
+    settings = EditSettings(eta=eta, n_steps=n_steps, seed=seed, batch_size=batch_size)
+    successes = [_success(denoiser, boundary, z, h, 1 - y, judge, m, settings) for m in mult]
     chosen, reached = choose_multiple(mult, successes, target)
     return {"multiples": mult, "success": successes, "target": float(target), "chosen_multiple": chosen,
             "reached": reached, "n": int(len(y)), "n_steps": int(n_steps), "eta": float(eta), "seed": int(seed),
             "rule": "smallest multiple of the uncalibrated recommended distance whose edit success (by the judge, "
                     "edits towards the opposite label, z and h, eta = 1) reaches the target"}
+
+
+def _success(denoiser, boundary: AttributeBoundary, z: torch.Tensor, h: torch.Tensor, target_label: np.ndarray,
+             judge: Callable[[np.ndarray], np.ndarray], multiple: float, settings: EditSettings) -> float:
+    """The share of the latents the judge calls flipped after an edit at `multiple` x the recommended distance."""
+    flipped = np.zeros(len(target_label), bool)
+    bs = settings.batch_size
+    for sign, sel in ((+1, np.flatnonzero(target_label == 1)), (-1, np.flatnonzero(target_label == 0))):
+        plan = EditPlan([(boundary, Distance(sign * multiple, relative=True))], space="both", move="set")
+        for i in range(0, len(sel), bs):
+            idx = sel[i:i + bs]
+            gen = PerSampleGenerator([sample_seed(settings.seed, int(k)) for k in idx]) if settings.eta > 0 else None
+            with torch.no_grad():
+                out, _, _ = edit_latents(denoiser, z[idx].to(denoiser.device), h[idx].to(denoiser.device), plan,
+                                         settings, generator=gen)
+            p = np.asarray(judge(out.float().cpu().numpy())).reshape(-1)
+            flipped[idx] = (p > 0.5).astype(np.int64) == target_label[idx]
+    return float(flipped.mean())
 
 
 def choose_multiple(multiples: Sequence[float], successes: Sequence[float], target: float) -> tuple[float, bool]:

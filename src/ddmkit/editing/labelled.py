@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+from ..data.folders import list_images, load_image
 from ..errors import DdmkitError
 
 # Seeds of ddmkit.data.faces.sample_faces for boundary fitting. The diffusion model trains on seeds
@@ -35,8 +37,6 @@ def labelled_faces(num: int, attribute: str, *, seed: int = FIT_FACES_SEED, reso
                    channels: int = 3) -> tuple[np.ndarray, np.ndarray, dict]:
     """`num` synthetic faces, balanced: num // 2 with the attribute (seed) and the rest without
     (seed + 1), other attributes random, shuffled with `seed`."""
-    from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
-
     if attribute not in ATTRIBUTES:
         raise DdmkitError(f"unknown face attribute {attribute!r}; choose from {', '.join(ATTRIBUTES)}")
     if num < 4:
@@ -102,8 +102,6 @@ def _read_label_table(path: Path, attribute: str) -> dict[str, int]:
 def labelled_folder(images: str | os.PathLike, labels: str | os.PathLike, attribute: str, *, resolution: int,
                     channels: int = 3) -> tuple[np.ndarray, np.ndarray, dict]:
     """The images of a folder with labels from a table (matched by file name, or by stem)."""
-    from ..data.folders import list_images, load_image
-
     folder = Path(images)
     if folder.is_dir() and (folder / "images").is_dir() and not any(
             p.suffix.lower() in (".png", ".jpg", ".jpeg") for p in folder.iterdir()):
@@ -128,8 +126,6 @@ def labelled_folder(images: str | os.PathLike, labels: str | os.PathLike, attrib
 def labelled_two_folders(positive: str | os.PathLike, negative: str | os.PathLike, *, resolution: int,
                          channels: int = 3) -> tuple[np.ndarray, np.ndarray, dict]:
     """Images with the attribute (or matching a prompt) from one folder, without it from another."""
-    from ..data.folders import list_images, load_image
-
     pos, neg = list_images(positive), list_images(negative)
     x = np.stack([load_image(f, resolution, channels) for f in pos + neg])
     y = np.concatenate([np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)])

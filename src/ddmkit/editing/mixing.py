@@ -31,9 +31,14 @@ import numpy as np
 import torch
 
 from ..errors import DdmkitError
-from .boundaries import fit_svm, invert_batched, normalise_labels, split_train_test
+from ..integrators import PerSampleGenerator
+from ..io import atomic_write_bytes
+from ..sampling import sample_seed
 from .ddim import EpsModel, ddim_step
+from .fitting import invert_batched
 from .hspace import DEFAULT_MODULE
+from .settings import MixingStep
+from .svm import fit_svm, normalise_labels, split_train_test
 
 ACCURACY_MODES = ("mean", "z", "h", "min")
 
@@ -76,21 +81,17 @@ def choose_mixing_step(rows: Sequence[dict], *, tol_acc: float = 0.02, tol_r: fl
 
 @torch.no_grad()
 def sampled_radii(denoiser, ts: Sequence[int], *, num: int = 64, steps: int = 100, seed: int = 0,
-                  batch_size: int = 64, hspace_module: str = DEFAULT_MODULE,
-                  clip_x0: bool | None = None) -> dict[int, float]:
+                  batch_size: int = 64, hspace_module: str = DEFAULT_MODULE) -> dict[int, float]:
     """Mean |x_t| at each t in `ts` along DDIM (eta = 0) trajectories from x_T ~ N(0, I), on a descending grid
     of about `steps` intervals from T-1 that passes through every t in `ts` (the official probe uses
-    999 points). x0 is clipped as in `generate` (the model's `clip_denoised` unless `clip_x0`)."""
-    from ..integrators import PerSampleGenerator
-    from ..sampling import sample_seed
-
+    999 points). x0 is clipped as in `generate` (as the model's `clip_denoised` says)."""
     with EpsModel(denoiser, hspace_module) as m:
         top = m.num_timesteps - 1
         grid = set(int(v) for v in np.round(np.linspace(min(ts), top, max(2, steps + 1))))
         grid |= set(int(t) for t in ts)
         seq = sorted(grid, reverse=True)
         shape = tuple(m.denoiser.sample_shape)
-        clip = m.clip_range(clip_x0)
+        clip = m.clip_range()
         sums = {int(t): 0.0 for t in ts}
         for i in range(0, num, batch_size):
             idx = range(i, min(num, i + batch_size))
@@ -128,8 +129,8 @@ def mixing_step_search(denoiser, images: torch.Tensor | np.ndarray, labels: Sequ
     rows = []
     for t in cands:
         t0 = time.perf_counter()
-        z, h = invert_batched(denoiser, images, t, n_inv, h_source=h_source, batch_size=batch_size,
-                              hspace_module=hspace_module, progress=progress)
+        z, h = invert_batched(denoiser, images, MixingStep(t, n_inv, h_source, hspace_module), batch_size=batch_size,
+                              progress=progress)
         row: dict = {"t": t, "invert_seconds": round(time.perf_counter() - t0, 3)}
         for space, f in (("z", z.numpy()), ("h", h.numpy())):
             b = fit_svm(f[train_idx], y[train_idx], f[test_idx], y[test_idx], space=space, C=C)
@@ -158,8 +159,6 @@ def plot_curve(curve: MixingCurve, path, title: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..io import atomic_write_bytes
 
     ts = [r["t"] for r in curve.rows]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -27,9 +27,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+from ..data.folders import load_digits_images
+from ..assets import judge_paths
 from ..errors import DdmkitError, ModelLoadError
+from ..io import atomic_write_bytes, atomic_write_json
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 DOMAINS = ("faces", "digits")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
@@ -107,7 +110,6 @@ class AttributeClassifier(nn.Module):
 
 
 def faces_config() -> ClassifierConfig:
-    from ..data.faces import ATTRIBUTES
 
     return ClassifierConfig(in_channels=3, num_outputs=len(ATTRIBUTES), output="sigmoid", labels=tuple(ATTRIBUTES))
 
@@ -122,9 +124,12 @@ def _check_domain(domain: str) -> None:
 
 
 def weights_paths(domain: str, weights_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """The judge classifier's files: the shipped ones (`ddmkit.assets`), or those under `weights_dir`."""
     _check_domain(domain)
-    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    return d / f"{domain}_classifier.safetensors", d / f"{domain}_classifier.json"
+    shipped = judge_paths(domain)
+    if weights_dir is None:
+        return shipped
+    return Path(weights_dir) / shipped[0].name, Path(weights_dir) / shipped[1].name
 
 
 def weights_digest(domain: str, weights_dir: str | Path | None = None) -> str:
@@ -214,7 +219,6 @@ def _cosine_lr(opt: torch.optim.Optimizer, lr: float, step: int, steps: int, war
 
 
 def faces_held_out_accuracy(model: AttributeClassifier, num: int = 10_000, seed: int = FACES_TEST_SEED) -> dict[str, float]:
-    from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
 
     images, labels = sample_faces(num, seed=seed)
     probs = model.predict_proba(to_tensor_range(images))
@@ -227,7 +231,6 @@ def train_faces_classifier(steps: int = 1500, batch_size: int = 128, lr: float =
     """Train the faces classifier on fresh faces (batch k: seed FACES_TRAIN_SEED_BASE + k), light
     blur/noise augmentation, AdamW + cosine schedule; report accuracy on `test_num` faces of seed
     FACES_TEST_SEED."""
-    from ..data.faces import sample_faces, to_tensor_range
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -267,7 +270,6 @@ def digits_split(num: int = 1797) -> tuple[np.ndarray, np.ndarray]:
 def train_digits_classifier(epochs: int = 60, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
                             log: Callable[[str], None] | None = print) -> TrainResult:
     """Train the digits classifier on the fixed train split with random shifts of up to 2 pixels."""
-    from ..data.folders import load_digits_images
 
     x_all, y_all = load_digits_images(32)
     tr, te = digits_split(len(y_all))
@@ -310,7 +312,6 @@ def save_classifier(result: TrainResult, domain: str, command: str, weights_dir:
     """Write {domain}_classifier.safetensors and .json (architecture, training, accuracies), atomically."""
     from safetensors.torch import save
 
-    from ..io import atomic_write_bytes, atomic_write_json
 
     wpath, jpath = weights_paths(domain, weights_dir)
     state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}

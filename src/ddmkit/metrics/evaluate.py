@@ -26,9 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
+from ..data.folders import load_digits_images
+from ..distributed import block
 from ..errors import DdmkitError
+from ..io import atomic_save_npz, atomic_write_json
 from .classifiers import DOMAINS, load_attribute_classifier, weights_digest
-from .frechet import FeatureStats, frechet_distance
+from .frechet import FeatureStats, frechet_distance, reduce_over_workers
+from .images import folder_record, read_image_set
 
 REFERENCE_SEED = 30_000_000
 REFERENCE_NUM = 10_000
@@ -93,7 +98,6 @@ def _extract(x: np.ndarray, domain: str) -> tuple[FeatureStats, np.ndarray]:
 
 
 def _faces(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from ..data.faces import sample_faces, to_tensor_range
 
     images, labels = sample_faces(num, seed=seed)
     return to_tensor_range(images), labels
@@ -102,7 +106,6 @@ def _faces(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=2)
 def _digits_features(digest: str) -> tuple[np.ndarray, np.ndarray]:
     """Classifier features and labels of all 1,797 digits (per process, per classifier)."""
-    from ..data.folders import load_digits_images
 
     x, labels = load_digits_images(RESOLUTION)
     return load_attribute_classifier("digits").extract(x, _BATCH)[0], labels
@@ -110,7 +113,6 @@ def _digits_features(digest: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _frequencies(domain: str, labels: np.ndarray) -> dict[str, float]:
     if domain == "faces":
-        from ..data.faces import ATTRIBUTES
 
         return {a: float(v) for a, v in zip(ATTRIBUTES, labels.mean(axis=0))}
     return {str(k): float((labels == k).mean()) for k in range(10)}
@@ -149,7 +151,6 @@ def reference_statistics(domain: str, reference_seed: int | None = None, use_cac
     freq = _frequencies(domain, labels)
     if use_cache:
         try:
-            from ..io import atomic_save_npz
 
             atomic_save_npz(path, **stats.to_dict(), frequencies=np.array(json.dumps(freq)))
         except OSError:
@@ -198,7 +199,6 @@ def noise_floor(domain: str, n: int, reference: FeatureStats | None = None, refe
     result = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(m), "repeats": repeats}
     if use_cache:
         try:
-            from ..io import atomic_write_json
 
             atomic_write_json(path, result)
         except OSError:
@@ -211,11 +211,10 @@ def sample_statistics(x: np.ndarray, domain: str, dist: Any = None) -> tuple[Fea
     several workers, worker k takes the k-th contiguous block of x and the sums (features, outer
     products, label counts) are all-reduced: no image or feature leaves its worker."""
     if dist is not None and dist.enabled:
-        from ..distributed import block, reduce_feature_stats
 
         lo, hi = block(len(x), dist.rank, dist.world_size)
         stats, probs = _extract(x[lo:hi], domain)
-        stats = reduce_feature_stats(stats, dist)
+        stats = reduce_over_workers(stats, dist)
     else:
         stats, probs = _extract(x, domain)
     if domain == "faces":
@@ -230,7 +229,6 @@ def sample_statistics(x: np.ndarray, domain: str, dist: Any = None) -> tuple[Fea
     n = max(stats.count, 1)
     shares = np.asarray(counts, np.float64) / n
     if domain == "faces":
-        from ..data.faces import ATTRIBUTES
 
         k = len(ATTRIBUTES)
         labels = {"attribute_frequency": {a: float(v) for a, v in zip(ATTRIBUTES, shares[:k])},
@@ -279,64 +277,21 @@ def evaluate_images(x: Any, domain: str = "faces", *, reference_seed: int | None
 
 # ------------------------------------------------------------------------------ sample folders
 
-def read_domain(folder: str | os.PathLike, domain: str | None = None) -> str:
-    """`domain` if given, else the "domain" field of folder/manifest.json, else "faces"."""
+def read_domain(folder: str | os.PathLike, domain: str | None = None, default: str | None = "faces") -> str | None:
+    """`domain` if given, else the "domain" field of the record a ddmkit command left in the folder
+    (manifest.json, edit.json or control.json), else `default`."""
     if domain is None:
-        manifest = Path(folder) / "manifest.json"
-        if manifest.is_file():
-            try:
-                domain = json.loads(manifest.read_text()).get("domain")
-            except (json.JSONDecodeError, OSError, AttributeError):
-                raise DdmkitError(f"{manifest} is not a readable JSON object; fix it or pass --domain") from None
-        domain = domain or "faces"
-        if domain not in DOMAINS:
-            raise DdmkitError(f"{manifest} names domain {domain!r}; evaluate supports 'faces' and 'digits' "
-                              "(pass --domain to override)")
-    if domain not in DOMAINS:
+        name, record = folder_record(Path(folder))
+        domain = (record or {}).get("domain") or default
+        if domain is not None and domain not in DOMAINS:
+            raise DdmkitError(f"{Path(folder) / name} names domain {domain!r}; evaluate supports 'faces' and "
+                              "'digits' (pass --domain to override)")
+    if domain is not None and domain not in DOMAINS:
         raise DdmkitError(f"unknown domain {domain!r}; choose 'faces' or 'digits'")
     return domain
 
 
-def load_samples(folder: str | os.PathLike, domain: str) -> tuple[np.ndarray, str]:
-    """Samples of a folder: folder/samples.npz (array `x`) or else its PNGs (or those in folder/images)."""
-    from ..data.folders import IMAGE_SUFFIXES
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DdmkitError(f"folder {folder} does not exist; give a folder with samples.npz or PNG images")
-    npz = folder / "samples.npz"
-    if npz.is_file():
-        try:
-            with np.load(npz, allow_pickle=False) as z:
-                if "x" not in z.files:
-                    raise DdmkitError(f"{npz} has no array 'x' (found: {', '.join(z.files) or 'none'}); "
-                                      "save the samples as x, float32 (N, C, H, W) in [-1, 1]")
-                return z["x"], "samples.npz"
-        except DdmkitError:
-            raise
-        except Exception as e:
-            raise DdmkitError(f"cannot read {npz}: {e.__class__.__name__}; write it with numpy.savez") from None
-    for d in (folder, folder / "images"):
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if d.is_dir() else []
-        if files:
-            return _read_pngs(files, domain), f"{len(files)} images in {d}"
-    raise DdmkitError(f"{folder} has no samples.npz and no images (.png, .jpg, ...); "
-                      "give a folder written by 'ddmkit sample' or a folder of PNGs")
-
-
-def _read_pngs(files: list[Path], domain: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    mode = "RGB" if CHANNELS[domain] == 3 else "L"
-    out = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                if im.size != (RESOLUTION, RESOLUTION):
-                    raise DdmkitError(f"{f} is {im.size[0]}x{im.size[1]}; {domain} images must be "
-                                      f"{RESOLUTION}x{RESOLUTION}")
-                arr = np.asarray(im.convert(mode), dtype=np.float32)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise DdmkitError(f"cannot read image {f}: {e.__class__.__name__}") from None
-        out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-    return np.stack(out) / 127.5 - 1.0
+def load_samples(folder: str | os.PathLike, domain: str, panel: str | None = None) -> tuple[np.ndarray, str]:
+    """The images of any output folder (see `ddmkit.metrics.images`) as float32 (N, C, H, W) in [-1, 1]."""
+    images = read_image_set(folder, panel)
+    return images.unit_range(CHANNELS[domain]), images.source

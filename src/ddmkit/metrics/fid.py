@@ -1,173 +1,178 @@
-"""Standard FID (Inception-v3 pool3 features, 2048 dims) through torch-fidelity.
+"""Standard FID (Heusel et al. 2017): Inception-v3 pool3 features (2048 dims), Frechet distance.
 
-Needs two things the core install does not have:
-1. the torch-fidelity package: `pip install torch-fidelity` (the optional extra `ddmkit[fid]`);
-2. the FID Inception weights `weights-inception-2015-12-05-6726825d.pth` (torch-fidelity's
-   conversion of the TensorFlow FID graph, about 92 MB) from INCEPTION_URL, given by path: the
-   `inception_weights` argument (CLI: `--inception-weights PATH`), else $DDMKIT_INCEPTION_WEIGHTS,
-   else the torch hub cache ($TORCH_HOME/hub/checkpoints/, where torch-fidelity downloads it).
-Nothing is downloaded here. Without either, a one-line `DdmkitError` says how to provide it.
+    from ddmkit.metrics import fid, inception
+    model, weights = inception.load_extractor("weights-inception-2015-12-05-6726825d.pth")
+    stats = fid.inception_stats(read_image_set("runs/cifar"), model)
+    fid.fid_value(stats, fid.read_stats("cifar10-train.npz"))
 
-The Frechet distance itself is `ddmkit.metrics.frechet` (the same formula as torch-fidelity). Images
-enter as uint8 RGB (grey is repeated to 3 channels) and torch-fidelity's extractor resizes them to
-299x299 the way TensorFlow's FID did.
+Conventions (those of torch-fidelity's `inception-v3-compat`, which reproduces the original
+TensorFlow FID of TTUR bit for bit):
+- every image enters as uint8 RGB: samples are quantised as the PNGs ddmkit writes,
+  round((x - low) / (high - low) * 255) clipped to [0, 255]; grey is repeated to 3 channels;
+- each image is resized inside the extractor from its own size to 299x299 with TensorFlow 1.x's
+  bilinear resize (no antialiasing), then scaled by (x - 128) / 128. Both sets must have one
+  resolution (CIFAR-10 samples against 32x32 reference images), so that both go through the same
+  resize. pytorch-fid resizes with PyTorch's bilinear and clean-fid with PIL's bicubic: their
+  numbers differ from these by a little; compare FIDs made the same way;
+- mu is the mean, sigma the unbiased covariance (n - 1) of the features; FID = |mu1 - mu2|^2 +
+  tr(S1 + S2 - 2 (S1 S2)^(1/2)) (`ddmkit.metrics.frechet`, checked against torch-fidelity's own
+  `fid_statistics_to_metric` in the tests).
+Statistics files are pytorch-fid's format: an .npz with `mu` (2048,) and `sigma` (2048, 2048),
+read with allow_pickle=False; ddmkit adds `n` (the number of images) and `weights_sha256`.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..data.faces import sample_faces
+from ..data.folders import load_digits_images
+from ..distributed import block
 from ..errors import DdmkitError
-from .frechet import FeatureStats, frechet_distance
+from ..io import atomic_save_npz
+from .evaluate import REFERENCE_NUM, REFERENCE_SEED
+from .frechet import FeatureStats, frechet_distance_gaussians, reduce_over_workers
+from .images import ImageSet
+from .inception import load_extractor
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
-WEIGHTS_ENV = "DDMKIT_INCEPTION_WEIGHTS"
-FID_EXTRA = "pip install 'ddmkit[fid]' (or: pip install torch-fidelity)"
-
-
-def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
-    """The Inception weights file: `path`, else $DDMKIT_INCEPTION_WEIGHTS, else the torch hub cache."""
-    how = (f"download {INCEPTION_FILE} from {INCEPTION_URL} and pass --inception-weights PATH "
-           f"(or set {WEIGHTS_ENV}=PATH)")
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise DdmkitError(f"Inception weights {p} not found; {how}")
-        return p
-    if os.environ.get(WEIGHTS_ENV):
-        p = Path(os.environ[WEIGHTS_ENV]).expanduser()
-        if not p.is_file():
-            raise DdmkitError(f"{WEIGHTS_ENV}={p} is not a file; {how}")
-        return p
-    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
-    p = Path(torch_home) / "hub" / "checkpoints" / INCEPTION_FILE
-    if p.is_file():
-        return p
-    raise DdmkitError(f"standard FID needs the Inception-v3 FID weights; {how}")
+FID_DIM = 2048
+BATCH = 50
+CONVENTIONS = ("torch-fidelity inception-v3-compat pool3 (2048): uint8 RGB (samples quantised as their PNGs, "
+               "grey repeated), resized to 299x299 with TF1 bilinear inside the extractor; mu, unbiased sigma")
 
 
-def _inception_class():
-    """torch-fidelity's FeatureExtractorInceptionV3, also where its package __init__ cannot import
-    (it imports torchvision for other extractors; the Inception module itself is plain torch)."""
-    if importlib.util.find_spec("torch_fidelity") is None:
-        raise DdmkitError(f"standard FID needs the torch-fidelity package: {FID_EXTRA}")
-    try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        return FeatureExtractorInceptionV3
-    except Exception:  # typically torchvision missing or built for another torch
-        pass
-    spec = importlib.util.find_spec("torch_fidelity")
-    saved = {k: v for k, v in sys.modules.items() if k == "torch_fidelity" or k.startswith("torch_fidelity.")}
-    for k in saved:
-        del sys.modules[k]
-    stub = types.ModuleType("torch_fidelity")
-    stub.__path__ = list(spec.submodule_search_locations or [])
-    sys.modules["torch_fidelity"] = stub
-    try:
-        module = importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
-        return module.FeatureExtractorInceptionV3
-    except Exception as e:
-        raise DdmkitError(f"cannot import torch-fidelity's Inception extractor ({e.__class__.__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}); reinstall it: {FID_EXTRA}") from None
-    finally:
-        sys.modules.pop("torch_fidelity", None)
-        sys.modules.update({k: v for k, v in saved.items() if k == "torch_fidelity"})
-
-
-def check_fid_available(inception_weights: str | os.PathLike | None = None) -> Path:
-    """Raise the one-line DdmkitError early if the library or the weights are missing."""
-    weights = find_inception_weights(inception_weights)
-    _inception_class()
-    return weights
-
-
-def load_inception(inception_weights: str | os.PathLike | None = None, device: str | None = None):
+def inception_stats(images: ImageSet, model, batch_size: int = BATCH, dist: Any = None) -> FeatureStats:
+    """FeatureStats of the Inception pool3 features of `images` (with a `ddmkit.distributed.Dist` of
+    several workers, worker k embeds the k-th block and the sums are all-reduced)."""
     import torch
 
-    weights = find_inception_weights(inception_weights)
-    cls = _inception_class()
-    try:
-        model = cls("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
-    except Exception as e:
-        raise DdmkitError(f"cannot load Inception weights {weights} ({e.__class__.__name__}); it must be "
-                          f"torch-fidelity's {INCEPTION_FILE} from {INCEPTION_URL}") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval()
+    lo, hi = 0, images.n
+    if dist is not None and dist.enabled:
 
-
-def to_uint8_rgb(x: np.ndarray) -> np.ndarray:
-    """float (N, C, H, W) in [-1, 1] -> uint8 (N, 3, H, W); grey is repeated to 3 channels."""
-    x = np.asarray(x)
-    if x.dtype != np.uint8:
-        x = np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise DdmkitError(f"FID needs images (N, 1 or 3, H, W), got shape {x.shape}")
-    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
-
-
-def inception_stats(x: np.ndarray, model, batch_size: int = 100) -> FeatureStats:
-    """FeatureStats of Inception pool3 features of images (float in [-1, 1] or uint8), (N, C, H, W)."""
-    import torch
-
-    x = to_uint8_rgb(x)
+        lo, hi = block(images.n, dist.rank, dist.world_size)
     device = next(model.parameters()).device
-    stats = FeatureStats()
+    stats = FeatureStats(FID_DIM)
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            (f,) = model(torch.from_numpy(x[i : i + batch_size]).to(device))
+        for i in range(lo, hi, batch_size):
+            u8 = images.uint8_rgb(i, min(i + batch_size, hi))
+            (f,) = model(torch.from_numpy(np.ascontiguousarray(u8)).to(device))
             stats.update(f.double().cpu().numpy())
+    if dist is not None and dist.enabled:
+        stats = reduce_over_workers(stats, dist)
     return stats
 
 
-def fid_reference_images(domain: str, reference_seed: int | None = None, num: int | None = None) -> np.ndarray:
-    """uint8 (N, 3, 32, 32) reference images: the same sets as FD-faces / FD-digits."""
-    from .evaluate import REFERENCE_NUM, REFERENCE_SEED
+def check_fid_images(images: ImageSet, what: str = "samples") -> ImageSet:
+    """Images FID can score: (N >= 2, 1 or 3 channels, H, W), finite values."""
+    if images.array is not None:
+        x = images.array
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise DdmkitError(f"FID needs images (N, 1 or 3, H, W); the {what} ({images.source}) have shape {x.shape}")
+        if x.dtype.kind not in "fiu":
+            raise DdmkitError(f"the {what} must be a numeric array, got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DdmkitError(f"the {what} contain NaN or infinite values; the sampler diverged")
+    if images.n < 2:
+        raise DdmkitError(f"FID needs at least 2 {what}, got {images.n} ({images.source})")
+    return images
+
+
+def check_same_resolution(samples: ImageSet, reference: ImageSet) -> None:
+    """FID compares images of one resolution: both go through the same resize to 299."""
+    if samples.resolution != reference.resolution:
+        (h, w), (rh, rw) = samples.resolution, reference.resolution
+        raise DdmkitError(f"the reference images ({reference.source}) are {rw}x{rh}, the samples {w}x{h}; "
+                          f"FID compares images of one resolution: resize the reference to {w}x{h} first")
+
+
+def read_stats(path: str | os.PathLike) -> dict[str, Any]:
+    """A pytorch-fid statistics file: {"mu": (2048,), "sigma": (2048, 2048), "n": int or None}."""
+    p = Path(path)
+    if not p.is_file():
+        raise DdmkitError(f"FID statistics file {p} does not exist; write one with "
+                          "'ddmkit evaluate DIR --save-stats FILE.npz'")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "mu" not in z.files or "sigma" not in z.files:
+                raise DdmkitError(f"{p} has no arrays 'mu' and 'sigma' (found: {', '.join(z.files) or 'none'}); "
+                                  "give a pytorch-fid statistics file")
+            mu, sigma = np.asarray(z["mu"]), np.asarray(z["sigma"])
+            n = int(z["n"]) if "n" in z.files and z["n"].shape == () else None
+    except DdmkitError:
+        raise
+    except Exception as e:
+        raise DdmkitError(f"cannot read FID statistics {p}: {e.__class__.__name__}; give an .npz of "
+                          "mu and sigma (pytorch-fid's format)") from None
+    if mu.shape != (FID_DIM,) or sigma.shape != (FID_DIM, FID_DIM):
+        raise DdmkitError(f"{p}: mu has shape {mu.shape} and sigma {sigma.shape}; Inception pool3 statistics "
+                          f"need mu ({FID_DIM},) and sigma ({FID_DIM}, {FID_DIM})")
+    if mu.dtype.kind != "f" or sigma.dtype.kind != "f" or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise DdmkitError(f"{p}: mu and sigma must be finite floating-point arrays")
+    return {"mu": mu.astype(np.float64), "sigma": sigma.astype(np.float64), "n": n}
+
+
+def check_stats_target(path: str | os.PathLike, *protected: str | os.PathLike | None) -> Path:
+    """Validate a --save-stats target before anything runs: an .npz path in an existing folder that
+    is not one of the inputs (`protected`)."""
+    p = Path(path)
+    if p.suffix != ".npz":
+        raise DdmkitError(f"--save-stats {p}: the statistics file must end in .npz")
+    if p.is_dir():
+        raise DdmkitError(f"--save-stats {p} is a folder; give a file name ending in .npz")
+    if not p.parent.is_dir():
+        raise DdmkitError(f"--save-stats {p}: folder {p.parent} does not exist; create it first")
+    for q in protected:
+        if q is not None and Path(q).exists() and p.exists() and os.path.samefile(p, q):
+            raise DdmkitError(f"--save-stats {p} would overwrite an input; choose another file")
+    return p
+
+
+def write_stats(path: str | os.PathLike, stats: FeatureStats, weights_sha256: str) -> None:
+    """Write pytorch-fid's mu/sigma format (plus n and the Inception weights' sha256), atomically."""
+
+    atomic_save_npz(path, mu=stats.mean, sigma=stats.cov, n=np.array(stats.count, np.int64),
+                    weights_sha256=np.array(weights_sha256))
+
+
+def fid_value(stats: FeatureStats, reference: FeatureStats | dict[str, Any]) -> float:
+    """FID between the samples' statistics and a reference (FeatureStats or read_stats' dict)."""
+    if isinstance(reference, FeatureStats):
+        mu, sigma = reference.mean, reference.cov
+    else:
+        mu, sigma = reference["mu"], reference["sigma"]
+    return frechet_distance_gaussians(stats.mean, stats.cov, mu, sigma)
+
+
+def domain_reference(domain: str, reference_seed: int | None = None, num: int | None = None) -> ImageSet:
+    """The FD-faces / FD-digits reference sets as uint8 images, for FID against them."""
 
     if domain == "faces":
-        from ..data.faces import sample_faces
 
-        images, _ = sample_faces(num or REFERENCE_NUM, seed=REFERENCE_SEED if reference_seed is None else reference_seed)
-        return images.transpose(0, 3, 1, 2).copy()
+        seed = REFERENCE_SEED if reference_seed is None else reference_seed
+        x = sample_faces(num or REFERENCE_NUM, seed=seed)[0].transpose(0, 3, 1, 2).copy()
+        return ImageSet(f"sample_faces({len(x)}, seed={seed})", len(x), 3, 32, 32, array=x)
     if domain == "digits":
-        from ..data.folders import load_digits_images
 
-        x = load_digits_images(32)[0]
-        return to_uint8_rgb(x[:num] if num else x)
+        x = load_digits_images(32)[0][:num]
+        return ImageSet(f"sklearn digits ({len(x)})", len(x), 1, 32, 32, array=x)
     raise DdmkitError(f"unknown domain {domain!r}; choose 'faces' or 'digits'")
 
 
-def fid_images(x: np.ndarray, reference: Any = "faces", *, inception_weights: str | os.PathLike | None = None,
-               reference_seed: int | None = None, device: str | None = None, dist: Any = None) -> float | None:
-    """Inception FID of images x (N, C, H, W) (float in [-1, 1] or uint8) against `reference`: a domain
-    name ("faces", "digits": the FD reference sets), an image array, or a `FeatureStats`.
+def fid_images(x: Any, reference: Any = "faces", *, inception_weights: str | os.PathLike | None = None,
+               reference_seed: int | None = None, device: str = "cpu", data_range: tuple[float, float] = (-1.0, 1.0)
+               ) -> float:
+    """FID of images x (N, C, H, W) (float in `data_range`, or uint8) against `reference`: a domain
+    ("faces", "digits"), an ImageSet, a FeatureStats or read_stats' dict. One process."""
 
-    With a `ddmkit.distributed.Dist` of several workers, each worker embeds its block of the samples
-    (and of the reference images) and the statistics are all-reduced; rank 0 returns the FID, the
-    others None."""
-    model = load_inception(inception_weights, device if dist is None or not dist.enabled else dist.device)
+    x = np.asarray(x)
+    samples = check_fid_images(ImageSet("x", len(x), *(x.shape[1:] + (0, 0, 0))[:3], array=x, data_range=data_range))
+    model, _ = load_extractor(inception_weights, device)
     if isinstance(reference, str):
-        reference = fid_reference_images(reference, reference_seed)
-
-    def stats_of(images) -> FeatureStats:
-        if dist is None or not dist.enabled:
-            return inception_stats(images, model)
-        from ..distributed import block, reduce_feature_stats
-
-        lo, hi = block(len(images), dist.rank, dist.world_size)
-        return reduce_feature_stats(inception_stats(images[lo:hi], model), dist)
-
-    ref = reference if isinstance(reference, FeatureStats) else stats_of(reference)
-    mine = stats_of(x)
-    if dist is not None and not dist.is_main:
-        return None
-    return frechet_distance(mine, ref)
+        reference = domain_reference(reference, reference_seed)
+    if isinstance(reference, ImageSet):
+        check_same_resolution(samples, check_fid_images(reference, "reference images"))
+        reference = inception_stats(reference, model)
+    return fid_value(inception_stats(samples, model), reference)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelLoadError
+from .checkpoints import build_unet, key_message, load_converted_state, read_checkpoint
 from .configs import Arch, get_arch
 
 _RES = {"norm1": "norm1", "conv1": "conv1", "temb_proj": "time_emb_proj", "norm2": "norm2", "conv2": "conv2",
@@ -107,15 +108,13 @@ def ddpm_state_dict(obj: Any, *, use_ema: bool = True, source: str = "checkpoint
 
 def convert_ddpm_checkpoint(path: str | Path, config: str, *, use_ema: bool = True):
     """Read a DDPM `.ckpt` and return (UNet2DModel, Arch, info) for the named config."""
-    from .convert_score_sde import _key_msg
-    from .loading import build_unet, load_converted_state, read_checkpoint
 
     arch = get_arch(config, "ddpm")
     state, info = ddpm_state_dict(read_checkpoint(path), use_ema=use_ema, source=str(path))
     try:
         new = convert_ddpm_state_dict(state, arch)
     except ValueError as e:
-        raise ModelLoadError(_key_msg(path, config, "has keys that are not DDPM `Model` keys:", e.args[0])) from None
+        raise ModelLoadError(key_message(path, config, "has keys that are not DDPM `Model` keys:", e.args[0])) from None
     unet = build_unet(arch.unet)
     load_converted_state(unet, new, f"{path} (DDPM config {config})", original_key=_original_ddpm_key(arch))
     return unet, arch, info

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import ModelLoadError
+from .checkpoints import build_unet, key_message, load_converted_state, read_checkpoint
 from .configs import Arch, get_arch
 
 _RES = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj", "out_layers.0": "norm2",
@@ -134,17 +135,15 @@ def convert_guided_checkpoint(path: str | Path, config: str, *, use_ema: bool = 
     Released ADM files are the EMA weights already (guided-diffusion saves ema_*.pt separately), so
     `use_ema` changes nothing here.
     """
-    from .convert_score_sde import _key_msg
-    from .loading import build_unet, load_converted_state, read_checkpoint
 
     arch = get_arch(config, "guided")
     state = adm_state_dict(read_checkpoint(path), source=str(path))
     try:
         new = convert_adm_state_dict(state, arch)
     except KeyError as e:
-        raise ModelLoadError(_key_msg(path, config, "is missing", e.args[0])) from None
+        raise ModelLoadError(key_message(path, config, "is missing", e.args[0])) from None
     except ValueError as e:
-        raise ModelLoadError(_key_msg(path, config, "has keys the config does not know:", e.args[0])) from None
+        raise ModelLoadError(key_message(path, config, "has keys the config does not know:", e.args[0])) from None
     unet = build_unet(arch.unet)
     load_converted_state(unet, new, f"{path} (ADM config {config})")
     return unet, arch, {"weights": "as stored (released ADM files hold the EMA weights)"}

@@ -16,7 +16,7 @@ Targets (`configs.ncsnpp_unet_config`):
 - progressive none / input residual (the CIFAR-10 configs, DMCMC's `checkpoint_24.pth`): UNet2DModel
   cannot express the residual input pyramid (its Skip blocks only add a 1x1-conv of an FIR-downsampled
   image) nor FIR resnet up-sampling without the output pyramid, so these load into
-  `NCSNppResidualUNet2DModel` below: the same diffusers layers (ResnetBlock2D with FIR kernels,
+  `NCSNppResidualUNet2DModel` (ddmkit.models.ncsnpp): the same diffusers layers (ResnetBlock2D with FIR kernels,
   Attention, FirDownsample2D, UNetMidBlock2D, GaussianFourierProjection), wired as NCSN++ wires them,
   with UNet2DModel's attribute names (`mid_block` is h-space) and call signature.
 
@@ -25,168 +25,17 @@ log(sigma) with Fourier features and divide the output by sigma.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
-from torch import nn
 
 from ..errors import ModelLoadError
+from .checkpoints import build_unet, key_message, load_converted_state, read_checkpoint
 from .configs import Arch, get_arch
 
-# ---------------------------------------------------------------------------------------------------
-# the NCSN++ none/residual network, from diffusers layers
-# ---------------------------------------------------------------------------------------------------
-
-
-def _groups(ch: int) -> int:
-    return min(ch // 4, 32)
-
-
-class NCSNppResidualUNet2DModel(ModelMixin, ConfigMixin):
-    """NCSN++ with progressive='none', progressive_input='residual' (score_sde CIFAR-10 configs).
-
-    forward(sample, timestep=sigma) -> UNet2DOutput(sample=score), as UNet2DModel with
-    time_embedding_type='fourier'. Down level i: `layers_per_block` BigGAN resnets (+ attention at
-    `attention_resolutions`), then a FIR down-sampling resnet and the residual input pyramid
-    pyr <- (FIRConvDown(pyr) + h) / sqrt(2), h <- pyr. Up level: `layers_per_block + 1` resnets on
-    [h, skip], one attention at the attention resolutions, a FIR up-sampling resnet.
-    """
-
-    @register_to_config
-    def __init__(
-        self,
-        sample_size: int = 32,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        block_out_channels: tuple[int, ...] = (128, 256, 256, 256),
-        layers_per_block: int = 4,
-        attention_resolutions: tuple[int, ...] = (16,),
-        fourier_scale: float = 16.0,
-        center_input_sample: bool = True,
-        norm_eps: float = 1e-6,
-        dropout: float = 0.0,
-    ):
-        super().__init__()
-        from diffusers.models.attention_processor import Attention
-        from diffusers.models.downsampling import FirDownsample2D
-        from diffusers.models.embeddings import GaussianFourierProjection, TimestepEmbedding
-        from diffusers.models.resnet import ResnetBlock2D
-        from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D
-
-        nf = block_out_channels[0]
-        temb = 4 * nf
-        rescale = math.sqrt(2.0)
-
-        def resnet(cin: int, cout: int, up: bool = False, down: bool = False) -> nn.Module:
-            return ResnetBlock2D(
-                in_channels=cin, out_channels=cout, temb_channels=temb, eps=norm_eps, groups=_groups(cin),
-                groups_out=_groups(cout), dropout=dropout, non_linearity="silu", output_scale_factor=rescale,
-                up=up, down=down, kernel="fir", use_in_shortcut=cin != cout or up or down,
-            )
-
-        def attention(ch: int) -> nn.Module:
-            return Attention(ch, heads=1, dim_head=ch, rescale_output_factor=rescale, eps=norm_eps,
-                             norm_num_groups=_groups(ch), residual_connection=True, bias=True, upcast_softmax=True,
-                             _from_deprecated_attn_block=True)
-
-        self.time_proj = GaussianFourierProjection(embedding_size=nf, scale=fourier_scale)
-        self.time_embedding = TimestepEmbedding(2 * nf, temb)
-        self.conv_in = nn.Conv2d(in_channels, nf, kernel_size=3, padding=1)
-
-        levels = len(block_out_channels)
-        res, ch, pyramid_ch, skips = sample_size, nf, in_channels, [nf]
-        self.down_blocks = nn.ModuleList()
-        for i, cout in enumerate(block_out_channels):
-            block = nn.Module()
-            block.resnets = nn.ModuleList()
-            for _ in range(layers_per_block):
-                block.resnets.append(resnet(ch, cout))
-                ch = cout
-                skips.append(ch)
-            at = res in attention_resolutions
-            block.attentions = nn.ModuleList([attention(ch) for _ in range(layers_per_block)] if at else [])
-            if i != levels - 1:
-                block.resnet_down = resnet(ch, ch, down=True)
-                block.pyramid_down = FirDownsample2D(pyramid_ch, out_channels=ch, use_conv=True)
-                pyramid_ch = ch
-                skips.append(ch)
-                res //= 2
-            self.down_blocks.append(block)
-
-        self.mid_block = UNetMidBlock2D(
-            in_channels=ch, temb_channels=temb, dropout=dropout, resnet_eps=norm_eps, resnet_act_fn="silu",
-            output_scale_factor=rescale, resnet_time_scale_shift="default", attention_head_dim=ch,
-            resnet_groups=_groups(ch), attn_groups=_groups(ch), add_attention=True,
-        )
-
-        self.up_blocks = nn.ModuleList()
-        for i in reversed(range(levels)):
-            block = nn.Module()
-            cout = block_out_channels[i]
-            block.resnets = nn.ModuleList()
-            for _ in range(layers_per_block + 1):
-                block.resnets.append(resnet(ch + skips.pop(), cout))
-                ch = cout
-            at = res in attention_resolutions
-            block.attentions = nn.ModuleList([attention(ch)] if at else [])
-            if i != 0:
-                block.resnet_up = resnet(ch, ch, up=True)
-                res *= 2
-            self.up_blocks.append(block)
-        assert not skips
-
-        self.conv_norm_out = nn.GroupNorm(num_groups=_groups(ch), num_channels=ch, eps=norm_eps)
-        self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(ch, out_channels, kernel_size=3, padding=1)
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, return_dict: bool = True):
-        from diffusers.models.unets.unet_2d import UNet2DOutput
-
-        sigma = torch.as_tensor(timestep, device=sample.device)
-        sigma = (sigma.reshape(-1) * torch.ones(sample.shape[0], device=sample.device)).to(sample.dtype)
-        emb = self.time_embedding(self.time_proj(sigma).to(self.dtype))
-        if self.config.center_input_sample:
-            sample = 2 * sample - 1.0
-
-        pyramid = sample
-        h = self.conv_in(sample)
-        hs = [h]
-        for block in self.down_blocks:
-            for j, resnet in enumerate(block.resnets):
-                h = resnet(h, emb)
-                if len(block.attentions):
-                    h = block.attentions[j](h)
-                hs.append(h)
-            if hasattr(block, "resnet_down"):
-                h = block.resnet_down(h, emb)
-                pyramid = (block.pyramid_down(pyramid) + h) / math.sqrt(2.0)
-                h = pyramid
-                hs.append(h)
-
-        h = self.mid_block(h, emb)
-
-        for block in self.up_blocks:
-            for resnet in block.resnets:
-                h = resnet(torch.cat([h, hs.pop()], dim=1), emb)
-            if len(block.attentions):
-                h = block.attentions[0](h)
-            if hasattr(block, "resnet_up"):
-                h = block.resnet_up(h, emb)
-
-        h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
-        h = h / sigma.reshape(-1, *([1] * (h.ndim - 1)))
-        return UNet2DOutput(sample=h) if return_dict else (h,)
-
-
-# ---------------------------------------------------------------------------------------------------
-# the key map: score_sde `all_modules.<i>` -> diffusers names
-# ---------------------------------------------------------------------------------------------------
-
+# score_sde module names -> diffusers module names (the network: ddmkit.models.ncsnpp)
 _RESNET = {"GroupNorm_0": "norm1", "Conv_0": "conv1", "Dense_0": "time_emb_proj", "GroupNorm_1": "norm2",
            "Conv_1": "conv2", "Conv_2": "conv_shortcut"}
 _ATTN = {"GroupNorm_0": "group_norm", "NIN_0": "to_q", "NIN_1": "to_k", "NIN_2": "to_v", "NIN_3": "to_out.0"}
@@ -353,7 +202,6 @@ def _as_int(v):
 
 def convert_score_sde_checkpoint(path: str | Path, config: str, *, use_ema: bool = True):
     """Read a score_sde `.pth` and return (diffusers model, Arch, info) for the named config."""
-    from .loading import build_unet, load_converted_state, read_checkpoint
 
     arch = get_arch(config, "score-sde")
     state, ema, info = split_score_sde_checkpoint(read_checkpoint(path), use_ema=use_ema, source=str(path))
@@ -362,9 +210,9 @@ def convert_score_sde_checkpoint(path: str | Path, config: str, *, use_ema: bool
         try:
             return convert_ncsnpp_state_dict(sd, arch)
         except KeyError as e:
-            raise ModelLoadError(_key_msg(path, config, "is missing", e.args[0])) from None
+            raise ModelLoadError(key_message(path, config, "is missing", e.args[0])) from None
         except ValueError as e:
-            raise ModelLoadError(_key_msg(path, config, "has keys the config does not know:", e.args[0])) from None
+            raise ModelLoadError(key_message(path, config, "has keys the config does not know:", e.args[0])) from None
 
     new = convert(state)  # names missing / foreign keys before the EMA is matched
     if ema is not None:
@@ -374,9 +222,3 @@ def convert_score_sde_checkpoint(path: str | Path, config: str, *, use_ema: bool
     unet = build_unet(arch.unet)
     load_converted_state(unet, new, f"{path} (score_sde config {config})")
     return unet, arch, info
-
-
-def _key_msg(path, config, what, keys) -> str:
-    shown = ", ".join(keys[:4]) + (f", ... ({len(keys)} in all)" if len(keys) > 4 else "")
-    return (f"{path} {what} {shown} for config {config!r}; check the config name (`ddmkit convert --list`) "
-            "or re-copy the file")
