@@ -104,18 +104,14 @@ def run_diffusers(den, method: str, steps: int, num: int, seed: int, batch: int)
 
 
 def run_ddmkit(den, method: str, steps: int, num: int, seed: int, batch: int) -> tuple[np.ndarray, float, dict]:
+    from ddmkit.editing.clipping import clipped
     from ddmkit.sampling import sample
 
     integrator = method.split(":")[1].removesuffix("-noclip")
-    clip = den.clip_denoised
-    den.clip_denoised = not method.endswith("-noclip")
-    try:
-        res = sample(den, integrator=integrator, steps=steps, num=num, seed=seed, batch_size=batch,
-                     use_tweedie=integrator not in ("dpmpp_2m", "unipc"))
-    finally:
-        den.clip_denoised = clip
-    clipped = not method.endswith("-noclip")
-    return res.x.numpy(), res.nfe_per_sample, {"settings": res.settings, "clip_denoised": clipped}
+    clip = not method.endswith("-noclip")
+    res = sample(clipped(den, clip), integrator=integrator, steps=steps, num=num, seed=seed, batch_size=batch,
+                 use_tweedie=integrator not in ("dpmpp_2m", "unipc"))
+    return res.x.numpy(), res.nfe_per_sample, {"settings": res.settings, "clip_denoised": clip}
 
 
 def run_row(row: dict, num: int, seed: int, batch: int) -> dict:
