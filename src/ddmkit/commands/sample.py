@@ -17,9 +17,9 @@ from .common import add_model_argument, add_overwrite_argument, model_input_path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
-        help="draw samples with one of the seven integrators",
-        description="Draw samples from a model with an integrator (kar1, kar2, rd, em, pf, rk45, ddim). "
-        "Writes OUT/samples.npz, PNGs and a grid for image models, and OUT/manifest.json with the measured "
+        help="draw samples with one of the nine integrators",
+        description="Draw samples from a model with an integrator (kar1, kar2, rd, em, pf, rk45, ddim, dpmpp_2m, "
+        "unipc). Writes OUT/samples.npz, PNGs and a grid for image models, and OUT/manifest.json with the measured "
         "NFE per sample. An interrupted run resumes when the same command is run again.",
         epilog="example: ddmkit sample --model default --integrator kar1 --steps 10 --num 64 --out runs/kar1-10; "
         "on N workers: torchrun --nproc_per_node N -m ddmkit -- sample ... (docs/scale-out.md)",
@@ -27,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_argument(p)
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="network precision: fp32, or bf16/fp16 autocast on CUDA (default: fp32)")
-    p.add_argument("--integrator", default="kar1", help="kar1, kar2, rd, em, pf, rk45 or ddim (default: kar1)")
+    p.add_argument("--integrator", default="kar1",
+                   help="kar1, kar2, rd, em, pf, rk45, ddim, dpmpp_2m or unipc (default: kar1)")
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=18,
-                   help="the integrator's N (grid points; for ddim the NFE)")
+                   help="the integrator's N (grid points; for ddim, dpmpp_2m and unipc the NFE)")
     p.add_argument("--num", type=int_range(1, MAX_NUM), default=64, help="number of samples")
     p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=64,
                    help="samples per network call (a resumed run must use the same: network results depend on it)")
