@@ -9,7 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score a folder of samples: FD on classifier features, attribute frequencies (writes metrics.json)",
-        description="Read DIR/samples.npz (array x, float32 (N, C, 32, 32) in [-1, 1]) or else the PNGs in DIR, "
+        description="Read DIR/samples.npz (array x, float32 (N, C, 32, 32) in the data range DIR/manifest.json "
+        "states, [-1, 1] if none) or else the PNGs in DIR, "
         "and write DIR/metrics.json: n, fd (Frechet distance on the domain classifier's features against a "
         "fixed reference set), fd_noise_floor (what real data of the same size scores: read fd against it), "
         "attribute (or class) frequencies of samples and data, and the share of confidently classified "

@@ -29,7 +29,7 @@ from ..errors import DdmkitError
 from .classifier import NoiseLevelClassifier, check_compatible, load_classifier, paths_for
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 
-SHIPPED_CLASSIFIERS = {"default": "faces", "faces": "faces", "digits": "digits"}
+SHIPPED_CLASSIFIERS = {"default": "faces", "faces": "faces", "digits": "digits", "digits-ve": "digits_ve"}
 
 # Called as AFTER_ROUND(output, state) once a round's part and state are saved (tests use it to
 # simulate an interruption).

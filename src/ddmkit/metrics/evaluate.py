@@ -297,8 +297,22 @@ def read_domain(folder: str | os.PathLike, domain: str | None = None) -> str:
     return domain
 
 
+def to_metric_range(x: np.ndarray, data_range: Any) -> np.ndarray:
+    """Samples in a model's data range (e.g. [0, 1] for VE models) mapped affinely onto [-1, 1], the range the
+    metrics read; None or [-1, 1]: unchanged."""
+    if data_range is None:
+        return x
+    lo, hi = float(data_range[0]), float(data_range[1])
+    if not lo < hi:
+        raise DdmkitError(f"data range [{lo}, {hi}] is empty; it must be [lo, hi] with lo < hi")
+    if (lo, hi) == (-1.0, 1.0):
+        return x
+    return ((np.asarray(x, np.float32) - lo) * (2.0 / (hi - lo)) - 1.0).astype(np.float32)
+
+
 def load_samples(folder: str | os.PathLike, domain: str) -> tuple[np.ndarray, str]:
-    """Samples of a folder: folder/samples.npz (array `x`) or else its PNGs (or those in folder/images)."""
+    """Samples of a folder: folder/samples.npz (array `x`, in the data range that folder/manifest.json states,
+    [-1, 1] if it states none; returned in [-1, 1]) or else its PNGs (or those in folder/images)."""
     from ..data.folders import IMAGE_SUFFIXES
 
     folder = Path(folder)
@@ -311,17 +325,32 @@ def load_samples(folder: str | os.PathLike, domain: str) -> tuple[np.ndarray, st
                 if "x" not in z.files:
                     raise DdmkitError(f"{npz} has no array 'x' (found: {', '.join(z.files) or 'none'}); "
                                       "save the samples as x, float32 (N, C, H, W) in [-1, 1]")
-                return z["x"], "samples.npz"
+                x = z["x"]
         except DdmkitError:
             raise
         except Exception as e:
             raise DdmkitError(f"cannot read {npz}: {e.__class__.__name__}; write it with numpy.savez") from None
+        return to_metric_range(x, _manifest_data_range(folder)), "samples.npz"
     for d in (folder, folder / "images"):
         files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if d.is_dir() else []
         if files:
             return _read_pngs(files, domain), f"{len(files)} images in {d}"
     raise DdmkitError(f"{folder} has no samples.npz and no images (.png, .jpg, ...); "
                       "give a folder written by 'ddmkit sample' or a folder of PNGs")
+
+
+def _manifest_data_range(folder: Path) -> list | None:
+    """The `data_range` that folder/manifest.json (written by `ddmkit sample`) states, or None."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        rng = json.loads(manifest.read_text()).get("data_range")
+    except (json.JSONDecodeError, OSError, AttributeError):
+        raise DdmkitError(f"{manifest} is not a readable JSON object; fix it or remove it") from None
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 2):
+        raise DdmkitError(f"{manifest}: data_range must be [lo, hi], got {rng!r}")
+    return rng
 
 
 def _read_pngs(files: list[Path], domain: str) -> np.ndarray:
