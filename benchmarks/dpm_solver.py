@@ -71,14 +71,14 @@ def initial_noise(shape: tuple, indices: range, seed: int) -> torch.Tensor:
 def diffusers_scheduler(method: str, model: str):
     from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-    from ddmkit.models.loading import shipped_model_dir
+    from ddmkit.assets import shipped_model
 
     if method == "diffusers:dpmpp_2m":
         return DPMSolverMultistepScheduler(**LINEAR_BETAS, algorithm_type="dpmsolver++", solver_order=2)
     if method == "diffusers:unipc":
         return UniPCMultistepScheduler(**LINEAR_BETAS)
     if method == "diffusers:dpmpp_2m-leading":  # "DPM-Solver++ with the model's own DDPM config"
-        cfg = DDPMScheduler.from_pretrained(shipped_model_dir(model) / "scheduler").config
+        cfg = DDPMScheduler.from_pretrained(shipped_model(model).model_dir / "scheduler").config
         return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2)
     raise ValueError(method)
 

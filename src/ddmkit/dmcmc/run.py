@@ -25,11 +25,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..assets import shipped_model
 from ..errors import DdmkitError
 from .classifier import NoiseLevelClassifier, check_compatible, load_classifier, paths_for
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 
-SHIPPED_CLASSIFIERS = {"default": "faces", "faces": "faces", "digits": "digits"}
 
 # Called as AFTER_ROUND(output, state) once a round's part and state are saved (tests use it to
 # simulate an interruption).
@@ -37,10 +37,8 @@ AFTER_ROUND: Callable[[RoundOutput, ChainState], None] | None = None
 
 
 def shipped_classifier_path(model_spec: str | None) -> Path | None:
-    from ..models.loading import WEIGHTS_DIR
-
-    name = SHIPPED_CLASSIFIERS.get(model_spec or "default")
-    return WEIGHTS_DIR / f"{name}_noise_classifier" if name else None
+    asset = shipped_model(model_spec)
+    return asset.noise_classifier if asset is not None else None
 
 
 def resolve_classifier(path: str | None, model_spec: str | None, denoiser, identity: dict,

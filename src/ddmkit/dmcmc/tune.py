@@ -70,9 +70,10 @@ def default_metric(denoiser: Denoiser) -> tuple[str, Callable[[torch.Tensor], fl
     domain = getattr(inner, "domain", None)
     if domain in ("faces", "digits"):
         def fd(x: torch.Tensor) -> float:
-            from ..metrics.evaluate import evaluate_images
+            from ..metrics.evaluate import evaluate_images, to_metric_range
 
-            return float(evaluate_images(x.numpy(), domain, with_noise_floor=False)["fd"])
+            x = to_metric_range(x.numpy(), inner.data_range)  # e.g. a VE model's [0, 1] samples
+            return float(evaluate_images(x, domain, with_noise_floor=False)["fd"])
 
         return f"fd_{domain}", fd
     raise DdmkitError("tune-dmcmc scores samples with a domain metric: use a gmm: model or the faces/digits models")
