@@ -66,4 +66,4 @@ def test_evaluate_reads_a_0_1_sample_folder_by_its_manifest(tmp_path, capsys):
     assert b["domain"] == "digits" and b["fd"] == pytest.approx(a["fd"], rel=1e-4, abs=1e-6)
     (tmp_path / "ve" / "manifest.json").write_text(json.dumps({"domain": "digits", "data_range": 5}))
     assert main(["evaluate", str(tmp_path / "ve")]) == 2
-    assert "data_range must be [lo, hi]" in capsys.readouterr().err
+    assert "data_range must be [low, high]" in capsys.readouterr().err

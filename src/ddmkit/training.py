@@ -87,6 +87,9 @@ class TrainConfig:
             problems.append("--steps, --batch-size, --checkpoint-every and --layers-per-block must be >= 1")
         if self.workers < 0 or self.threads < 0:
             problems.append("--workers and --threads must be >= 0")
+        if not 0 < self.edm_sigma_min < self.edm_sigma_max or self.sigma_data <= 0 or self.p_std <= 0 \
+                or self.min_snr_gamma <= 0:
+            problems.append("need 0 < --sigma-min < --sigma-max, and --sigma-data, --p-std, --min-snr-gamma > 0")
         if problems:
             raise DdmkitError("; ".join(problems))
         if self.init_from:
