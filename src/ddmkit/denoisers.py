@@ -10,6 +10,7 @@ Table 1), and `NFECounter`, which measures NFE: every batched call of the wrappe
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Literal
 
 import torch
@@ -19,19 +20,28 @@ from .objectives import edm_scalings, vp_x0
 
 
 class Denoiser:
-    """Base of every model seen through D(x, sigma).
+    """Base of every model seen through D(x, sigma); it declares every field callers read.
 
-    Attributes: `sigma_min`, `sigma_max` (the noise levels the model was trained on),
-    `sample_shape` (the shape of one sample, e.g. (3, 32, 32) or (64,)), `data_range`
-    ((lo, hi) of clean data, or None for unbounded data) and `name`.
+    Model facts: `sigma_min`, `sigma_max` (the noise levels it was trained on), `sample_shape` (one
+    sample, e.g. (3, 32, 32) or (64,)), `data_range` ((lo, hi) of clean data, None for unbounded data),
+    `name`, `domain` ("faces" / "digits" for models of a built-in data domain: metrics and judges),
+    `bottleneck` (the module path of its h-space, UNet models). Where it came from: `folder` (a
+    diffusers folder), `checkpoint` and `conversion` (a raw checkpoint converted in memory).
+    Call settings: `clip_denoised` (clamp D to the data range) and `autocast_dtype` (CUDA autocast);
+    change them through `view(...)`, which copies, never on a shared model.
     """
 
     sigma_min: float
     sigma_max: float
     sample_shape: tuple[int, ...]
     data_range: tuple[float, float] | None = None
-    clip_denoised: bool = False
     name: str = "denoiser"
+    domain: str | None = None
+    bottleneck: str | None = None
+    folder: str | None = None
+    checkpoint: str | None = None
+    conversion: dict | None = None
+    clip_denoised: bool = False
     autocast_dtype: torch.dtype | None = None
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -39,7 +49,7 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sigma = as_sigma(sigma, x)
-        if self.autocast_dtype is not None:  # mixed precision (CUDA only, see `set_precision`)
+        if self.autocast_dtype is not None:  # mixed precision (CUDA only, see `with_precision`)
             with torch.autocast("cuda", dtype=self.autocast_dtype):
                 out = self.denoise(x, sigma)
             out = out.to(x.dtype)
@@ -69,23 +79,39 @@ class Denoiser:
         return {}
 
 
+DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "checkpoint", "conversion")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def set_precision(denoiser: "Denoiser", dtype: str = "fp32") -> "Denoiser":
-    """Run the network under CUDA autocast in `dtype` ('bf16' or 'fp16'; 'fp32' turns it off).
+def view(denoiser: Denoiser, *, clip_denoised: bool | None = None, precision: str | None = None) -> Denoiser:
+    """The model (under any NFE counters) with other call settings: x0 clipping and/or the CUDA autocast
+    precision ('fp32', 'bf16', 'fp16'). A shallow copy: the network, the sigmas and every other field are
+    the model's own objects, shared; only the changed flags are the copy's. Count NFE around the result."""
+    inner = unwrap(denoiser)
+    out = copy.copy(inner)
+    if clip_denoised is not None:
+        out.clip_denoised = bool(clip_denoised)
+    if precision is not None:
+        out.autocast_dtype = _autocast_dtype(inner, precision)
+    return out
+
+
+def with_precision(denoiser: Denoiser, dtype: str = "fp32") -> Denoiser:
+    """The model run under CUDA autocast in `dtype` ('bf16' or 'fp16'; 'fp32': none), as a view.
 
     Weights, the sampler state and the integrators' arithmetic stay float32; only the network's matmuls
     and convolutions run in reduced precision. CPU runs refuse bf16/fp16 (no speed-up there, and the
     quality effect is the thing to measure on a GPU)."""
+    return view(denoiser, precision=dtype)
+
+
+def _autocast_dtype(inner: Denoiser, dtype: str) -> torch.dtype | None:
     if dtype not in PRECISIONS:
         raise DdmkitError(f"--dtype must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
-    inner = unwrap(denoiser)
     if PRECISIONS[dtype] is not None and torch.device(inner.device).type != "cuda":
         raise DdmkitError(f"--dtype {dtype} needs a CUDA device (the model is on {inner.device}); "
                           "use --dtype fp32 on CPU")
-    inner.autocast_dtype = PRECISIONS[dtype]
-    return denoiser
+    return PRECISIONS[dtype]
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -120,15 +146,6 @@ class NFECounter(Denoiser):
         n, self.nfe = self.nfe, 0
         return n
 
-    # attributes with a class-level default on `Denoiser` are forwarded explicitly
-    @property
-    def data_range(self):
-        return self.inner.data_range
-
-    @property
-    def name(self):
-        return self.inner.name
-
     @property
     def device(self) -> torch.device:
         return self.inner.device
@@ -140,6 +157,10 @@ class NFECounter(Denoiser):
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+for _field in DECLARED_FIELDS:  # the declared fields have class defaults on `Denoiser`: forward them
+    setattr(NFECounter, _field, property(lambda self, _f=_field: getattr(self.inner, _f)))
 
 
 def unwrap(denoiser: Denoiser) -> Denoiser:

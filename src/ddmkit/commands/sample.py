@@ -206,14 +206,14 @@ def run_on(args: argparse.Namespace, dist) -> int:
     after a barrier rank 0 merges them and writes the folder and manifest. Sample i depends only on
     (seed, i) and its batch, so the result is the same for any number of workers and a resumed run
     may use another number of workers (not another --batch-size: the settings record it)."""
-    from ..denoisers import set_precision
+    from ..denoisers import with_precision
     from ..models.loading import load_model, model_identity
 
     out = Path(args.out)
     on_main(dist, lambda: claim_output(args, out))
     denoiser = load_model(args.model, device=dist.device)
     check_memory(args.num, tuple(denoiser.sample_shape))
-    set_precision(denoiser, getattr(args, "dtype", "fp32"))
+    denoiser = with_precision(denoiser, args.dtype)
     settings = {
         "command": "sample", "model": args.model, "model_identity": model_identity(denoiser),
         "integrator": args.integrator, "steps": args.steps, "num": args.num, "seed": args.seed,

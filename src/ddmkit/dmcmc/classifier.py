@@ -49,9 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..denoisers import unwrap
 from ..errors import DdmkitError
 from ..io import atomic_write_bytes, atomic_write_json, recover_dir, replace_dir
 from ..schedules import ve_classifier_grid
+from ..mixtures import GMMDenoiser
 
 FORMAT = "ddmkit-noise-classifier/1"
 TAU_MIN = 1e-3
@@ -332,7 +334,7 @@ def check_compatible(clf: NoiseLevelClassifier, denoiser, identity: dict | None 
                 f"noise classifier{where} was trained for model {mine.get('name')!r} (sha256 {mine['sha256'][:12]}...), "
                 f"not for {identity.get('name')!r} (sha256 {identity['sha256'][:12]}...); {fix}"
             )
-    domain = getattr(inner, "domain", None)
+    domain = inner.domain
     if meta.get("domain") and domain and meta["domain"] != domain:
         raise DdmkitError(f"noise classifier{where} is for {meta['domain']} data, the model makes {domain}; {fix}")
 
@@ -400,11 +402,12 @@ def data_for_model(denoiser, data: str | None, seed: int = 0) -> ClassifierData:
     from ..denoisers import Denoiser, unwrap
 
     inner = unwrap(denoiser) if isinstance(denoiser, Denoiser) else denoiser  # a model or its ModelFacts
-    if getattr(inner, "mixture", None) is not None:
+    mixture = inner.mixture if isinstance(inner, (GMMDenoiser, ModelFacts)) else None
+    if mixture is not None:
         if data not in (None, "mixture"):
             raise DdmkitError("a gmm: model trains its classifier on exact mixture samples; leave out --data")
-        return mixture_data(inner.mixture, seed)
-    data = data or getattr(inner, "domain", None)
+        return mixture_data(mixture, seed)
+    data = data or inner.domain
     if data is None:
         raise DdmkitError("give --data: 'faces', 'digits' or a folder of clean training images for this model")
     shape = tuple(inner.sample_shape)
@@ -683,7 +686,7 @@ def model_facts(spec: str, device: str = "cpu") -> ModelFacts:
     den = load_model(spec, device=device)
     return ModelFacts(float(den.sigma_min), float(den.sigma_max), tuple(den.sample_shape),
                       tuple(den.data_range) if den.data_range else None, model_identity(den),
-                      getattr(den, "domain", None), getattr(den, "mixture", None))
+                      den.domain, unwrap(den).mixture if isinstance(unwrap(den), GMMDenoiser) else None)
 
 
 # ----------------------------------------------------------------------------------- exact (mixtures)

@@ -171,11 +171,11 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     nfe_counts = merge_nfe([r["nfe"] for r in reports])
     nfe = nfe_summary(_Tally(nfe_counts), chains)
     events = [e for r in reports for e in r["events"]]
-    inner_range = getattr(denoiser, "data_range", None)
+    inner_range = denoiser.data_range
     manifest = {
         **settings,
         "ddmkit_version": __version__,
-        "domain": getattr(denoiser, "domain", None),
+        "domain": denoiser.domain,
         "data_range": list(inner_range) if inner_range else None,
         "sample_shape": list(denoiser.sample_shape),
         "device": device,

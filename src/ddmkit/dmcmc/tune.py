@@ -29,6 +29,7 @@ from ..io import atomic_write_json
 from ..sampling import sample
 from .classifier import NoiseLevelClassifier
 from .dlg import DLGConfig, dlg_sample
+from ..mixtures import GMMDenoiser
 
 DEFAULT_ETAS = (0.05, 0.2, 0.8)
 DEFAULT_SKIP_SHARES = (0.2, 0.4, 0.6)
@@ -63,11 +64,11 @@ def settings_grid(target_nfe: int, integrators: Sequence[str], etas: Sequence[fl
 def default_metric(denoiser: Denoiser) -> tuple[str, Callable[[torch.Tensor], float]]:
     """(name, function of the samples) for the model's domain; lower is better."""
     inner = unwrap(denoiser)
-    if getattr(inner, "mixture", None) is not None:
+    if isinstance(inner, GMMDenoiser):
         from ..mixtures import frechet_to_mixture
 
         return "frechet_to_mixture", lambda x: frechet_to_mixture(x, inner.mixture)
-    domain = getattr(inner, "domain", None)
+    domain = inner.domain
     if domain in ("faces", "digits"):
         def fd(x: torch.Tensor) -> float:
             from ..metrics.evaluate import evaluate_images, to_metric_range

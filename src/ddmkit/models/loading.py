@@ -37,6 +37,7 @@ from ..assets import shipped_model
 from ..denoisers import Denoiser, EDMDenoiser, VPEpsDenoiser, unwrap
 from ..errors import DdmkitError, ModelLoadError
 from .checkpoints import build_unet, file_sha256, load_converted_state, read_checkpoint
+from ..mixtures import GMMDenoiser
 
 RAW_FORMATS = ("score-sde", "ddpm", "guided")
 VP_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
@@ -369,10 +370,10 @@ def model_identity(denoiser: Denoiser) -> dict:
     file (`identity_sha256` in ddmkit_conversion.json); other folders: the SHA-256 of their weights.
     """
     inner = unwrap(denoiser)
-    folder = getattr(inner, "folder", None)
-    checkpoint = getattr(inner, "checkpoint", None)
+    folder = inner.folder
+    checkpoint = inner.checkpoint
     digest = None
-    conversion = {k: v for k, v in (getattr(inner, "conversion", None) or {}).items() if k in ("format", "config", "weights")}
+    conversion = {k: v for k, v in (inner.conversion or {}).items() if k in ("format", "config", "weights")}
     if folder:
         prov_path = Path(folder) / "ddmkit_conversion.json"
         prov = _read_json(prov_path) if prov_path.is_file() else {}
@@ -387,7 +388,7 @@ def model_identity(denoiser: Denoiser) -> dict:
                     break
     elif checkpoint:
         digest = file_sha256(checkpoint)
-    elif hasattr(inner, "mixture"):
+    elif isinstance(inner, GMMDenoiser):
         digest = hashlib.sha256(json.dumps(inner.mixture.to_json()).encode()).hexdigest()
     ident = {"name": inner.name, "sha256": digest}
     if conversion:
