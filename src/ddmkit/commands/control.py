@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 from ..errors import DdmkitError
+from ..provenance import provenance
 from .argtypes import MAX_STEPS, float_range, int_range
 from .common import resolve_device, run_lock
 
@@ -105,7 +106,8 @@ def _record(args: argparse.Namespace, denoiser, res, names: list[str], t0: float
     from .edit import edits_record, projections_of
 
     return {
-        "command": "control", "ddmkit_version": __version__, "model": args.model,
+        "command": "control", "ddmkit_version": __version__, "provenance": provenance(args.command_line),
+        "model": args.model,
         "domain": denoiser.domain,
         "model_identity": model_fingerprint(denoiser), "num": args.num, "settings": res.settings,
         "edits": edits_record(res),

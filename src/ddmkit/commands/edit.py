@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import DdmkitError
 from ..output_guard import check_target, json_file_says, refuse_inputs
+from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
 from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
 
@@ -277,7 +278,8 @@ def _record(args: argparse.Namespace, denoiser, res, names: list[str], files: li
     n_calls = max(1, -(-len(files) // args.batch_size))
     n_edits = len(res.plans)
     return {
-        "command": "edit", "ddmkit_version": __version__, "model": args.model, "model_identity": model_fingerprint(denoiser),
+        "command": "edit", "ddmkit_version": __version__, "provenance": provenance(args.command_line),
+        "model": args.model, "model_identity": model_fingerprint(denoiser),
         "domain": denoiser.domain,
         "settings": res.settings,
         "edits": edits_record(res),

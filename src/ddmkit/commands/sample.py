@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_NUM, MAX_STEPS, float_range, int_range, path_text, seed
 from .common import add_model_argument, add_overwrite_argument, model_input_paths, on_main, run_lock
 
@@ -255,6 +256,7 @@ def run_plain(args: argparse.Namespace, denoiser, settings: dict, dist) -> int:
         "seconds": round(time.time() - t0, 3),
         "world_size": dist.world_size,
         "ranks": ranks,
+        "provenance": provenance(args.command_line),
     }
     write_sample_folder(out, merged["x"], merged["index"], manifest, denoiser.data_range, denoiser.is_image)
     store.remove()
