@@ -18,18 +18,16 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from ddmkit.models.checkpoints import build_unet
+from ddmkit.models.configs import get_arch
+from ddmkit.models.loading import denoiser_from_unet
 
-from ddmkit.models.configs import get_arch  # noqa: E402
-from ddmkit.models.checkpoints import build_unet  # noqa: E402
-from ddmkit.models.loading import denoiser_from_unet  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # (architecture, what uses it, measured batch b, paper batch)
 CASES = [

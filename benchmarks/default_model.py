@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, read_json, write_json  # noqa: E402
-from ddmkit.cli import main as ddmkit  # noqa: E402
+from common import machine, read_json, write_json
+from ddmkit.cli import main as ddmkit
 
 # NFE: kar1 2*26-3 + 1 = 50; ddim 50 + 1; em 99 + 1 (stochastic); kar2 2*51-3 + 1 = 100 with the churn at
 # sigma >= 1 only (high-noise stochasticity; the low-noise churn of the default window blurs fine details)

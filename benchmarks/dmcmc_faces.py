@@ -74,7 +74,6 @@ SHARES = (0.2, 0.4, 0.6)
 
 
 def load(device: str, classifier: str | None = None):
-    sys.path.insert(0, str(ROOT.parent / "src"))
     from ddmkit.dmcmc.run import resolve_classifier
     from ddmkit.models.loading import load_model, model_identity
 
@@ -239,8 +238,7 @@ def merge_costs(path: Path, new: list[dict], device: str) -> dict:
     """Add this run's cost rows (tagged with the machine) to the file's, replacing rows of the same
     machine, batch and classifier variant. Rows from before the variants were fp32, eager; the first
     GPU rows came from an H200 and the CPU row from that machine's CPU."""
-    sys.path.insert(0, str(ROOT.parent))
-    from benchmarks.common import machine
+    from common import machine
 
     info = machine()
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else None

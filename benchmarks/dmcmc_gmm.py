@@ -30,8 +30,6 @@ sigma_t = sqrt((1 - abar_t) / abar_t).
 from __future__ import annotations
 
 import json
-import math
-import sys
 import time
 from pathlib import Path
 
@@ -65,7 +63,6 @@ CLASSIFIER_STEPS = 20_000  # 5M noisy samples (the paper's CIFAR10 net saw 10M);
 
 def setup():
     torch.set_num_threads(1)
-    sys.path.insert(0, str(ROOT.parent / "src"))
     from ddmkit.mixtures import GMMDenoiser, random_mixture
 
     mix = random_mixture(DIM, COMPONENTS, seed=MIX_SEED)
@@ -207,7 +204,6 @@ def fit(integrator, budget):
 
 def main() -> None:
     mix, den = setup()
-    from ddmkit.mixtures import GMMDenoiser  # noqa: F401  (after setup's sys.path)
 
     RESULTS.mkdir(exist_ok=True)
     table, tuning = Table(OUT), Table(TUNING)

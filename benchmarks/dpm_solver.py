@@ -22,15 +22,13 @@ other half, whatever n). `seconds` is the sampling time of the row.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, machine, read_json, write_json  # noqa: E402
+from common import RESULTS, machine, read_json, write_json
 
 OUT = "dpm_solver.json"
 NFES = (4, 5, 7, 10, 20)

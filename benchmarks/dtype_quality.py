@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, machine  # noqa: E402
-from ddmkit.errors import DdmkitError  # noqa: E402
+from common import RESULTS, machine
+from ddmkit.errors import DdmkitError
 
 STEPS = 26  # kar1: 2N - 3 = 49 NFE + 1 Tweedie = 50
 

@@ -20,12 +20,10 @@ busiest GPU's total. `--write-jobs DIR` writes one shell script per GPU with its
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, read_json  # noqa: E402
+from common import RESULTS, read_json
 
 NUM = 50_000
 CHAINS = 200

@@ -13,17 +13,14 @@ the same metrics for exact samples of the same size.
 from __future__ import annotations
 
 import csv
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
-from ddmkit.denoisers import vp_sigmas  # noqa: E402
-from ddmkit.mixtures import GMMDenoiser, frechet_to_mixture, random_mixture  # noqa: E402
-from ddmkit.sampling import sample  # noqa: E402
+from common import RESULTS, machine, write_json
+from ddmkit.denoisers import vp_sigmas
+from ddmkit.mixtures import GMMDenoiser, frechet_to_mixture, random_mixture
+from ddmkit.sampling import sample
 
 N_SAMPLES = 2000
 STEPS = {

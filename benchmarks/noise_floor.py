@@ -12,7 +12,6 @@ Also: the face generator's images/second and the time to compute the faces refer
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys

@@ -12,18 +12,15 @@ Target: <= 1.05.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, write_json  # noqa: E402
-from ddmkit.denoisers import VPEpsDenoiser  # noqa: E402
-from ddmkit.integrators import PerSampleGenerator  # noqa: E402
-from ddmkit.sampling import integrate  # noqa: E402
-from ddmkit.training import TrainConfig, build_scheduler, build_unet  # noqa: E402
+from common import machine, write_json
+from ddmkit.denoisers import VPEpsDenoiser
+from ddmkit.integrators import PerSampleGenerator
+from ddmkit.sampling import integrate
+from ddmkit.training import TrainConfig, build_scheduler, build_unet
 
 SETTINGS = {"kar1": 6, "kar2": 6, "rd": 10, "em": 10, "pf": 10, "rk45": 1, "ddim": 10}
 BATCH = 64

@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, machine  # noqa: E402
+from common import RESULTS, machine
 
 BIN = Path(sys.executable).parent
 
