@@ -107,12 +107,12 @@ def test_train_cli_throughput_flags(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--dtype", "bf16"], "--dtype bf16 needs a CUDA device (on a CPU it is no faster and changes the numerics); "
-                          "use --dtype fp32 or --device cuda"),
-    (["--compile"], "--compile needs a CUDA device (on a CPU the UNet compiles for minutes and steps slower); "
-                    "drop --compile or use --device cuda"),
-    (["--device-batches", "--workers", "2"], "--workers renders batches on the CPU, --device-batches on the device: "
-                                             "drop --workers"),
+    (["--dtype", "bf16"], ("--dtype bf16 needs a CUDA device (on a CPU it is no faster and changes the numerics); "
+                           "use --dtype fp32 or --device cuda")),
+    (["--compile"], ("--compile needs a CUDA device (on a CPU the UNet compiles for minutes and steps slower); "
+                     "drop --compile or use --device cuda")),
+    (["--device-batches", "--workers", "2"], ("--workers renders batches on the CPU, --device-batches on the device: "
+                                              "drop --workers")),
     (["--lr", "0.5", "--lr-batch", "1", "--batch-size", "16"], "need 0 < lr <= 1"),
     (["--dtype", "fp16"], "invalid choice: 'fp16'"),
     (["--lr-batch", "0"], "--lr-batch"),

@@ -25,8 +25,9 @@ used it (3e-4 at batch 256 -> 6e-4 at 1,024).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch

@@ -15,24 +15,38 @@ last bit of a few float32 functions (hypot): `tests/test_faces_torch.py` states 
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
 from .faces import ATTRIBUTES, RESOLUTION, Params, sample_face_params
 
-_INK, _WHITE, _LIPS = (0.08, 0.06, 0.06), (0.97, 0.97, 0.97), (0.55, 0.08, 0.12)
-_SKIN_LIGHT, _SKIN_DEEP = (0.98, 0.84, 0.72), (0.52, 0.34, 0.22)
+# the fixed colours of faces.render_faces: ink, white, lips, light and deep skin
+_PALETTE = ((0.08, 0.06, 0.06), (0.97, 0.97, 0.97), (0.55, 0.08, 0.12), (0.98, 0.84, 0.72), (0.52, 0.34, 0.22))
+_INK, _WHITE, _LIPS, _SKIN_LIGHT, _SKIN_DEEP = range(5)
+
+
+@lru_cache(maxsize=8)
+def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The palette (5, 3) and the 256 values of `faces.to_tensor_range`, copied to `device` once: a copy per
+    batch would make the host wait for the device."""
+    levels = torch.from_numpy(np.arange(256, dtype=np.float32) / 127.5 - 1.0)  # to_tensor_range's values, exactly
+    return torch.tensor(_PALETTE, dtype=torch.float32).to(device), levels.to(device)
 
 
 def face_params_to_torch(params: Params, device: torch.device | str) -> dict[str, torch.Tensor]:
-    """numpy face parameters -> tensors on `device` (one copy for the floats, one for the attributes)."""
+    """numpy face parameters -> tensors on `device`, in one asynchronous copy (pinned memory on CUDA)."""
+    device = torch.device(device)
     floats = [k for k in params if k not in ATTRIBUTES and k != "jitter"]
-    packed = np.concatenate([np.stack([params[k] for k in floats], 1), params["jitter"]], 1).astype(np.float32)
-    packed_t = torch.from_numpy(packed).to(device, non_blocking=True)
-    attrs = torch.from_numpy(np.stack([params[a] for a in ATTRIBUTES], 1).astype(np.int64)).to(device)
-    out = {k: packed_t[:, i] for i, k in enumerate(floats)}
-    out["jitter"] = packed_t[:, len(floats):]
-    out.update({a: attrs[:, i] for i, a in enumerate(ATTRIBUTES)})
+    columns = [np.stack([params[k] for k in floats], 1), params["jitter"], np.stack([params[a] for a in ATTRIBUTES], 1)]
+    packed = torch.from_numpy(np.concatenate(columns, 1).astype(np.float32))  # attributes 0/1: exact in float32
+    if device.type == "cuda":
+        packed = packed.pin_memory()
+    packed = packed.to(device, non_blocking=True)
+    out = {k: packed[:, i] for i, k in enumerate(floats)}
+    out["jitter"] = packed[:, len(floats):len(floats) + 3]
+    out.update({a: packed[:, len(floats) + 3 + i].long() for i, a in enumerate(ATTRIBUTES)})
     return out
 
 
@@ -72,8 +86,9 @@ def _hsegment_sdf(x, y, x0, x1, y0, half_width):
     return _hypot(x - (x0 + t * dx), y - y0) - half_width
 
 
-def _rgb(values: tuple[float, float, float], like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=like.device).expand(like.shape[0], 3)
+def _rgb(which: int, like: torch.Tensor) -> torch.Tensor:
+    """One palette colour as an (N, 3) view."""
+    return _constants(like.device)[0][which].expand(like.shape[0], 3)
 
 
 def _head(p: dict[str, torch.Tensor], g: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -149,5 +164,4 @@ def faces_batch(num: int, seed: int, device: torch.device | str) -> torch.Tensor
     """The faces of `sample_faces(num, seed)`, rendered on `device`: float32 (N, 3, 32, 32) in [-1, 1], the
     values and the memory layout (channels-last strides) of `faces.to_tensor_range`'s array."""
     images = render_faces_torch(face_params_to_torch(sample_face_params(num, seed), device))
-    levels = torch.from_numpy(np.arange(256, dtype=np.float32) / 127.5 - 1.0)  # to_tensor_range's values, exactly
-    return levels.to(images.device)[images.long()].permute(0, 3, 1, 2)
+    return _constants(images.device)[1][images.long()].permute(0, 3, 1, 2)
