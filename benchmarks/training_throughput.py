@@ -24,6 +24,7 @@ equal, largest difference) and both renderers' faces/s.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -149,7 +150,8 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
     runs = args.runs.split(",") if args.runs else DEFAULT_RUNS[kind]
     name = f"training_throughput.{args.part}.json" if args.part else "training_throughput.json"
-    result = {"machine": machine(), "device": args.device, "model": "default faces architecture (32,64,128; attention 0,0,1)",
+    command = "python benchmarks/training_throughput.py " + " ".join(sys.argv[1:])
+    result = {"command": command.strip(), "machine": machine(), "device": args.device, "model": "default faces architecture (32,64,128; attention 0,0,1)",
               "faces_check": check_faces(args.device, args.check_faces), "rows": []}
     log(f"faces check: {result['faces_check']}")
     for spec in runs:
