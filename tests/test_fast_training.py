@@ -107,7 +107,7 @@ def test_train_cli_throughput_flags(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--dtype", "bf16"], ("--dtype bf16 needs a CUDA device (on a CPU it is no faster and changes the numerics); "
+    (["--dtype", "bf16"], ("--dtype bf16 needs a CUDA device (on a CPU it is barely faster and changes the numerics); "
                            "use --dtype fp32 or --device cuda")),
     (["--compile"], ("--compile needs a CUDA device (on a CPU the UNet compiles for minutes and steps slower); "
                      "drop --compile or use --device cuda")),

@@ -13,9 +13,9 @@ batch 1,024, docs/reproduce.md section 6). These options move that work to the t
 - `channels_last`: NHWC weights and inputs (cuDNN's fast layout for bf16 convolutions).
 - `compile`: `torch.compile` of the UNet (the optimizer and EMA stay eager; the first step compiles).
 
-bf16 and compile are refused on a CPU: on this project's CPU (one thread, batch 32) a bf16 step was no faster
-than fp32 (67 vs 63 images/s, within run-to-run noise) while changing the numerics, and compiling the UNet
-took 5 minutes for steps 20% slower. Device batches and channels-last are allowed there (the CPU dry run of
+bf16 and compile are refused on a CPU: on this project's CPU (one thread, batch 32, forward + backward) a bf16
+step was barely faster than fp32 (67 vs 63 images/s; 58 vs 64 with channels-last) while changing the
+numerics, and compiling the UNet took 5 minutes for steps 20% slower (0.61 vs 0.51 CPU-seconds). Device batches and channels-last are allowed there (the CPU dry run of
 the GPU job uses them).
 
 Large batches: `scaled_lr` is the square-root rule for Adam (Malladi et al., NeurIPS 2022: lr x sqrt(k) for a
@@ -55,7 +55,7 @@ def fast_option_problems(opts: FastOptions, device: str, workers: int) -> list[s
     if opts.dtype not in TRAIN_PRECISIONS:
         problems.append(f"--dtype must be one of {', '.join(TRAIN_PRECISIONS)}, got {opts.dtype!r}")
     elif opts.dtype != "fp32" and on_cpu:
-        problems.append(f"--dtype {opts.dtype} needs a CUDA device (on a CPU it is no faster and changes the "
+        problems.append(f"--dtype {opts.dtype} needs a CUDA device (on a CPU it is barely faster and changes the "
                         "numerics); use --dtype fp32 or --device cuda")
     if opts.compile and on_cpu:
         problems.append("--compile needs a CUDA device (on a CPU the UNet compiles for minutes and steps slower); "
