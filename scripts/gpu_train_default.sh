@@ -23,7 +23,7 @@
 # metrics.json, grid.png, logs.tar.gz.
 #
 # The recipe (environment variables; the defaults are the current eps recipe and architecture at a large batch):
-#   OBJECTIVE=eps (any other value passes --objective, which needs the objectives branch merged)
+#   OBJECTIVE=eps (ddmkit train --objective: eps, eps-minsnr, v, v-minsnr, edm)
 #   CHANNELS=32,64,128 ATTENTION=0,0,1 LAYERS=1 (the shipped default's UNet, 2.7M parameters)
 #   BATCH=2048, BASE_LR=3e-4 at LR_BATCH=256 scaled by the square-root rule (ddmkit.fast_training.scaled_lr):
 #   lr = 3e-4 x sqrt(2048 / 256) = 8.5e-4, linear warm-up over WARMUP=200 steps; EMA=0.999 per step; SEED=0;
@@ -96,8 +96,7 @@ train_once() {  # train_once [--compile]: from scratch, for what is left of END 
   local secs=$(( $(left) - RESERVE ))
   [ "$secs" -gt "$TRAIN_SECONDS" ] && secs=$TRAIN_SECONDS
   [ "$secs" -lt 10 ] && secs=10
-  local flags=(--device-batches --dtype "$DTYPE" --channels-last "$@")
-  [ "$OBJECTIVE" != eps ] && flags+=(--objective "$OBJECTIVE")
+  local flags=(--objective "$OBJECTIVE" --device-batches --dtype "$DTYPE" --channels-last "$@")
   [ -n "$INIT" ] && flags+=(--init-from "$INIT")
   log "(b) training ${secs}s: objective $OBJECTIVE, channels $CHANNELS, batch $BATCH, lr $LR (sqrt rule from $BASE_LR at" \
     "batch $LR_BATCH), warm-up $WARMUP, EMA $EMA, ${flags[*]}"

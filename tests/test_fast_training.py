@@ -124,3 +124,14 @@ def test_train_cli_throughput_flags_bad_input(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) <= 2  # argparse adds its usage line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("objective", ["v-minsnr", "edm"])
+def test_device_batches_train_every_objective_as_the_default_path_does_on_the_cpu(tmp_path, objective):
+    fast = FastOptions(device_batches=True, channels_last=True)
+    ref = train(TrainConfig(steps=2, objective=objective, **TINY), tmp_path / "ref", progress=False)
+    got = train(TrainConfig(steps=2, objective=objective, fast=fast, **TINY), tmp_path / "got", progress=False)
+    a, b = _weights(ref), _weights(got)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
+    assert json.loads((got / "training_config.json").read_text())["objective"] == objective

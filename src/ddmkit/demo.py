@@ -159,13 +159,14 @@ def section_dlg(out: Path, quick: bool) -> str | None:
 
     from .dmcmc import DLGConfig, dlg_sample, load_classifier
     from .errors import DdmkitError
-    from .models.loading import WEIGHTS_DIR, load_model
+    from .assets import shipped_model
+    from .models.loading import load_model
     from .outputs import image_grid, save_png, to_uint8
     from .sampling import sample
 
     try:
         den = load_model("default")
-        clf = load_classifier(WEIGHTS_DIR / "faces_noise_classifier")
+        clf = load_classifier(shipped_model("default").noise_classifier)
     except DdmkitError as e:
         return f"<h2>3. Denoising MCMC</h2><p>Not available: {html.escape(str(e))}</p>"
     try:
