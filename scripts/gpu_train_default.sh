@@ -5,7 +5,7 @@
 # The exact device-tool call, from the lead's checkout (first make .whl/ as scripts/gpu_env.sh says, and
 # keep it out of git: it is in .gitignore):
 #   run(command="bash scripts/gpu_train_default.sh", carry=[".whl"], timeout_s=560)
-# A dry run on a CPU (tiny settings, 4 minutes on the shared 2-core machine; from a checkout whose .venv has
+# A dry run on a CPU (tiny settings, 1.5-4 minutes on the shared 2-core machine; from a checkout whose .venv has
 # ddmkit's dependencies, or with PYTHONPATH=$PWD/src and .venv linked to one that has them):
 #   DEVICE=cpu BATCH=16 BENCH_RUNS=cpu-batches@16,device-batches@16 BENCH_WARMUP=1 BENCH_STEPS=2 CHECK_FACES=256 \
 #     TRAIN_SECONDS=20 NUM_SAMPLES=16 SAMPLE_STEPS=4 OUT=/tmp/dry bash scripts/gpu_train_default.sh
