@@ -119,7 +119,7 @@ def vp_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, noise: torch.Ten
 
 def edm_sigmas(n: int, settings: EDMSettings, generator: torch.Generator) -> torch.Tensor:
     """ln sigma ~ N(P_mean, P_std^2) (EDM Table 1, 'Noise distribution')."""
-    return torch.exp(settings.p_mean + settings.p_std * torch.randn(n, generator=generator))
+    return torch.exp(settings.p_mean + settings.p_std * torch.randn(n, generator=generator, device=generator.device))
 
 
 def edm_loss(model: Callable, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,

@@ -7,9 +7,10 @@ loading it needs no flags.
 
 Resumable: every `checkpoint_every` steps the run directory gets an atomically replaced
 `checkpoint/` (raw and EMA weights in safetensors, optimizer state, step). The batch and noise of
-step k are functions of (seed, k) only, so an interrupted run that resumes reproduces the run that
-was not interrupted. The final model is a diffusers pipeline folder (`model_index.json`, `unet/`,
-`scheduler/`) holding the EMA weights, plus `training_config.json` and `train_log.csv`.
+step k are functions of (seed, k) only (with `fast.device_batches`, on one kind of device: see
+`fast_training`), so an interrupted run that resumes reproduces the run that was not interrupted.
+The final model is a diffusers pipeline folder (`model_index.json`, `unet/`, `scheduler/`) holding
+the EMA weights, plus `training_config.json` and `train_log.csv`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .errors import DdmkitError
+from .fast_training import (
+    DeviceBank, DeviceFaces, FastOptions, check_fast_options, fast_option_problems, prepare_network, step_generator,
+)
 from .io import atomic_write_json, recover_dir, replace_dir
 from .models.loading import MODEL_INFO_FILE
 from .objectives import (
@@ -57,7 +61,7 @@ class TrainConfig:
     beta_end: float = 0.02
     threads: int = 0  # 0: torch's default
     init_from: str = ""  # a diffusers folder whose UNet weights start the run (warm start)
-    device: str = "cpu"  # where the UNet trains; batches and noise are drawn on the CPU either way
+    device: str = "cpu"  # where the UNet trains; batches and noise are drawn on the CPU unless fast.device_batches
     workers: int = 0  # processes that render the next batches ahead (0: in the training process)
     objective: str = "eps"  # ddmkit.objectives.OBJECTIVES
     min_snr_gamma: float = MIN_SNR_GAMMA  # the *-minsnr objectives' gamma
@@ -66,6 +70,7 @@ class TrainConfig:
     sigma_data: float = EDMSettings.sigma_data
     p_mean: float = EDMSettings.p_mean
     p_std: float = EDMSettings.p_std
+    fast: FastOptions = field(default_factory=FastOptions)  # device batches, bf16, channels-last, compile
     notes: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -90,6 +95,7 @@ class TrainConfig:
         if not 0 < self.edm_sigma_min < self.edm_sigma_max or self.sigma_data <= 0 or self.p_std <= 0 \
                 or self.min_snr_gamma <= 0:
             problems.append("need 0 < --sigma-min < --sigma-max, and --sigma-data, --p-std, --min-snr-gamma > 0")
+        problems += fast_option_problems(self.fast, self.device, self.workers)
         if problems:
             raise DdmkitError("; ".join(problems))
         if self.init_from:
@@ -150,10 +156,13 @@ class _FacesBatches:
     def __init__(self, batch_size: int, seed: int):
         self.batch_size, self.seed = batch_size, seed
 
+    def seed_of(self, step: int) -> int:
+        return (self.seed * 1_000_003 + step) % 2**63
+
     def __call__(self, step: int) -> np.ndarray:
         from .data.faces import sample_faces, to_tensor_range
 
-        images, _ = sample_faces(self.batch_size, seed=(self.seed * 1_000_003 + step) % 2**63)
+        images, _ = sample_faces(self.batch_size, seed=self.seed_of(step))
         return to_tensor_range(images)  # numpy: plain pickling between processes (no shared-memory fds)
 
 
@@ -162,10 +171,13 @@ def make_batch_source(cfg: TrainConfig) -> tuple[Callable[[int], torch.Tensor], 
     if cfg.data == "faces":
         if cfg.resolution != 32:
             raise DdmkitError("the synthetic faces are 32x32; use --resolution 32")
-        return _FacesBatches(cfg.batch_size, cfg.seed), 3
+        faces = _FacesBatches(cfg.batch_size, cfg.seed)
+        return (DeviceFaces(faces, cfg.device) if cfg.fast.device_batches else faces), 3
     from .data.folders import load_training_images
 
     data = load_training_images(cfg.data, cfg.resolution)  # float32 (N, C, H, W) in [-1, 1]
+    if cfg.fast.device_batches:
+        return DeviceBank(data, cfg.batch_size, cfg.seed, cfg.data != "digits", cfg.device), int(data.shape[1])
 
     def folder_batch(step: int) -> torch.Tensor:
         rng = np.random.default_rng([cfg.seed, step])
@@ -265,27 +277,29 @@ def _comparable(d: dict) -> dict:
 
 def _step_loss(cfg: TrainConfig, model, x0: torch.Tensor, gen: torch.Generator, device,
                alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """The loss of one batch (x0 in [-1, 1] on the CPU); its noise is drawn from `gen` on the CPU."""
+    """The loss of one batch (x0 in [-1, 1]); its timesteps or sigmas and its noise are drawn from `gen` on its
+    device (the CPU unless `fast.device_batches`)."""
     if cfg.objective == "edm":
         settings = edm_settings(cfg)
         sigma = edm_sigmas(x0.shape[0], settings, gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen, device=gen.device)
         lo, hi = data_range_of(cfg.objective)
         x0 = lo + (x0.to(device, non_blocking=True) + 1) * (0.5 * (hi - lo))
         return edm_loss(model, x0, sigma.to(device), noise.to(device, non_blocking=True), settings)
-    t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
-    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen, device=gen.device)
+    noise = torch.randn(x0.shape, generator=gen, device=gen.device)
     x0, t, noise = x0.to(device, non_blocking=True), t.to(device), noise.to(device, non_blocking=True)
     return vp_loss(model, x0, t, noise, alphas_cumprod, cfg.objective, cfg.min_snr_gamma)
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
-          max_seconds: float | None = None) -> Path:
+          max_seconds: float | None = None, callback: Callable[[dict], None] | None = None) -> Path:
     """Train (or resume) into the run folder `out`; returns the folder of the final pipeline.
 
     With `max_seconds`, training stops after the first step that ends past that wall time, saves a
     checkpoint there and exports the model (its `training_config.json` records `completed_steps`);
-    running the same command again continues towards `cfg.steps`.
+    running the same command again continues towards `cfg.steps`. `callback({"step", "loss"})` is called
+    after every optimizer step (the loss a device tensor: reading it waits for the step).
     """
     run = Path(out)
     if cfg.threads:
@@ -299,6 +313,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
     check_objective(cfg.objective)
+    check_fast_options(cfg.fast, cfg.device, cfg.workers)
     batch_of, channels = make_batch_source(cfg)  # validates the data before anything is written
     run.mkdir(parents=True, exist_ok=True)
     model = build_unet(cfg, channels)
@@ -306,6 +321,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
     if cfg.init_from:
         _warm_start(model, cfg.init_from)
     model.to(device)
+    net = prepare_network(model, cfg.fast, device)  # the model itself unless --dtype bf16, --channels-last, --compile
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = 0
@@ -341,11 +357,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
     batches = _batches(batch_of, range(start, cfg.steps), cfg.workers if cfg.data == "faces" else 0)
     for step, x0 in zip(bar, batches):
-        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # noise drawn on the CPU: same on every device
+        gen = step_generator(cfg.fast, cfg.seed * 7_919 + step, device)  # the CPU's (same on every device) by default
         lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = _step_loss(cfg, model, x0, gen, device, alphas_cumprod)
+        loss = _step_loss(cfg, net, x0, gen, device, alphas_cumprod)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -353,6 +369,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
         _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         loss = loss.detach()  # a running mean kept on the device: no host sync per step
         running = loss if running is None else 0.98 * running + 0.02 * loss
+        if callback is not None:
+            callback({"step": step + 1, "loss": loss})
         if (step + 1) % 25 == 0:
             value = float(running)
             bar.set_postfix(loss=f"{value:.4f}")

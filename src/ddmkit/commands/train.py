@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-
+from dataclasses import replace
 from pathlib import Path
 
+from ..fast_training import TRAIN_PRECISIONS, FastOptions, scaled_lr
 from ..objectives import OBJECTIVES
 from ..training import TrainConfig, is_run_folder, train
 from .argtypes import MAX_BATCH, float_range, int_list, int_range, path_text, seed
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--workers", type=int_range(0, 256), default=0,
                    help="processes rendering synthetic-face batches ahead of the GPU (default 0: none)")
+    _add_throughput_arguments(p, d)
     p.add_argument("--max-seconds", type=float_range(0, low_open=True), default=None,
                    help="stop (checkpoint + export) after this wall time; the same command resumes")
     p.add_argument("--objective", choices=OBJECTIVES, default=d.objective, help="training objective (default: eps)")
@@ -64,6 +66,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_throughput_arguments(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    g = p.add_argument_group("throughput on a GPU (ddmkit.fast_training)")
+    g.add_argument("--device-batches", action="store_true",
+                   help="render faces (or hold the data) on the device, and draw the noise there (seeded per step)")
+    g.add_argument("--dtype", choices=tuple(TRAIN_PRECISIONS), default=d.fast.dtype,
+                   help="the UNet's precision: fp32, or bf16 autocast on CUDA (default: fp32)")
+    g.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs")
+    g.add_argument("--compile", action="store_true", help="torch.compile the UNet on CUDA (the first step compiles)")
+    g.add_argument("--lr-batch", type=int_range(1, MAX_BATCH), default=None,
+                   help="the batch size --lr was tuned at: the run uses lr x sqrt(batch-size / lr-batch)")
+    g.add_argument("--warmup-steps", type=int_range(0, 100_000_000), default=d.warmup_steps,
+                   help=f"linear learning-rate warm-up (default {d.warmup_steps})")
+
+
+def _with_throughput_options(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    fast = FastOptions(device_batches=args.device_batches, dtype=args.dtype, channels_last=args.channels_last,
+                       compile=args.compile)
+    lr, notes = cfg.lr, dict(cfg.notes)
+    if args.lr_batch is not None:
+        lr = scaled_lr(cfg.lr, cfg.batch_size, args.lr_batch)
+        notes["lr_rule"] = {"rule": "sqrt", "lr": cfg.lr, "lr_batch": args.lr_batch}
+    return replace(cfg, fast=fast, lr=lr, warmup_steps=args.warmup_steps, notes=notes)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..output_guard import claim_folder
 
@@ -76,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         min_snr_gamma=args.min_snr_gamma, edm_sigma_min=args.sigma_min, edm_sigma_max=args.sigma_max,
         sigma_data=args.sigma_data, p_mean=args.p_mean, p_std=args.p_std,
     )
+    cfg = _with_throughput_options(cfg, args)
     cfg.validate()  # before anything is written
     inputs = [Path(p) for p in (args.data, args.init_from) if p and Path(p).exists()]
     out = claim_folder(args.out, is_run_folder, overwrite=args.overwrite, inputs=inputs)
