@@ -67,3 +67,18 @@ def test_evaluate_reads_a_0_1_sample_folder_by_its_manifest(tmp_path, capsys):
     (tmp_path / "ve" / "manifest.json").write_text(json.dumps({"domain": "digits", "data_range": 5}))
     assert main(["evaluate", str(tmp_path / "ve")]) == 2
     assert "data_range must be [low, high]" in capsys.readouterr().err
+
+
+def test_tune_dmcmc_metric_reads_a_ve_models_samples_in_0_1():
+    from ddmkit.data.folders import load_digits_images
+    from ddmkit.denoisers import VEScoreDenoiser
+    from ddmkit.dmcmc.tune import default_metric
+    from ddmkit.metrics.evaluate import evaluate_images
+
+    den = VEScoreDenoiser(lambda x, s: torch.zeros_like(x), 0.01, 50.0, (1, 32, 32), data_range=(0.0, 1.0))
+    den.domain = "digits"
+    x = load_digits_images()[0][:200]
+    name, fd = default_metric(den)
+    assert name == "fd_digits"
+    assert fd(torch.from_numpy((x + 1) / 2)) == pytest.approx(evaluate_images(x, "digits", with_noise_floor=False)["fd"],
+                                                              rel=1e-4)
