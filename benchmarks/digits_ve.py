@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, write_json  # noqa: E402
-from ddmkit.cli import main as ddmkit  # noqa: E402
+from common import machine, write_json
+from ddmkit.cli import main as ddmkit
 
 RUNS = Path("runs/bench-digits-ve")
 SIGMAS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
@@ -56,9 +55,9 @@ def diffusers_row(steps: int, num: int, batch: int) -> dict:
     from diffusers import EDMEulerScheduler, UNet2DModel
 
     from ddmkit.metrics.evaluate import evaluate_images
-    from ddmkit.models.loading import shipped_model_dir
+    from ddmkit.assets import shipped_model
 
-    folder = shipped_model_dir("digits-ve")
+    folder = shipped_model("digits-ve").model_dir
     unet = UNet2DModel.from_pretrained(folder / "unet").eval()
     sched = EDMEulerScheduler.from_pretrained(folder / "scheduler")
     xs = []
@@ -163,9 +162,9 @@ def main() -> None:
         print("wrote", write_json("digits_ve.json", result))
         return
     t0 = time.time()
-    from ddmkit.models.loading import shipped_model_dir
+    from ddmkit.assets import shipped_model
 
-    folder = shipped_model_dir("digits-ve")
+    folder = shipped_model("digits-ve").model_dir
     rows = [kar1_row(n, args.num, args.batch_size) for n in args.nfe]
     rows.append(diffusers_row(args.diffusers_steps, args.num, args.batch_size))
     result = {

@@ -35,8 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, read_json, write_json  # noqa: E402
+from common import machine, read_json, write_json
 
 RUNS = Path("runs/bench-recipes")
 BASE = dict(data="faces", block_out_channels=(32, 64, 128), attention_levels=(False, False, True), layers_per_block=1,

@@ -12,7 +12,8 @@ from ddmkit.cli import main
 from ddmkit.denoisers import EDMDenoiser
 from ddmkit.dmcmc.classifier import check_compatible, load_classifier, paths_for
 from ddmkit.dmcmc.run import shipped_classifier_path
-from ddmkit.models.loading import file_sha256, load_model, model_identity, shipped_model_dir
+from ddmkit.assets import shipped_model
+from ddmkit.models.loading import file_sha256, load_model, model_identity
 
 LIMIT = 20 * 2**20
 
@@ -22,7 +23,7 @@ def test_shipped_ve_model_is_an_edm_folder_on_0_1_data():
     assert isinstance(den, EDMDenoiser) and den.name == "digits-ve" and den.domain == "digits"
     assert den.data_range == (0.0, 1.0) and (den.sigma_min, den.sigma_max) == (0.01, 50.0)
     assert den.sample_shape == (1, 32, 32) and not den.clip_denoised
-    folder = shipped_model_dir("digits-ve")
+    folder = shipped_model("digits-ve").model_dir
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_size <= LIMIT
     sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -47,7 +48,7 @@ def test_shipped_ve_classifier_is_for_these_weights_and_is_found_by_sample_dmcmc
     meta = clf.meta
     den = load_model("digits-ve")
     # sha256: the classifier names the shipped weights file it was trained for
-    weights = shipped_model_dir("digits-ve") / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = shipped_model("digits-ve").model_dir / "unet" / "diffusion_pytorch_model.safetensors"
     assert meta["model_identity"]["sha256"] == file_sha256(weights) == model_identity(den)["sha256"]
     assert meta["domain"] == "digits" and meta["architecture"]["data_range"] == [0.0, 1.0]
     assert clf.k == 1000 and (clf.sigma_min, clf.sigma_max) == (0.01, 50.0)
