@@ -265,7 +265,7 @@ def _dlg_intro(size: DemoSize, shared_burn_in: bool) -> str:
 def _dlg_body(rows: list, figs: list[str]) -> str:
     header = ["budget", "sampler", "n", "NFE per output (measured)", "burn-in NFE per output (amortised)",
               "NFE incl. burn-in", "median sigma* (start level)", "FD-faces", "noise floor at n (mean +- std)"]
-    note = ("<p class='note'>All seven integrators and diffusers' solvers on 1,000 samples per point: "
+    note = ("<p class='note'>Every integrator and diffusers' solvers on many more samples per point: "
             "<code>benchmarks/dmcmc_faces.py</code> (results in <code>benchmarks/results/</code>).</p>")
     return table(header, rows) + columns(figs + [figure("dlg_fd_vs_nfe.png", "FD-faces against NFE")]) + note
 
@@ -380,8 +380,10 @@ def run_demo(out: str | Path = "ddmkit-demo", size: DemoSize = DEFAULT, progress
             times.append([f"{number}. {sec.title}", secs])
         bar.set_description_str("demo")
     device = "CUDA" if torch.cuda.is_available() else "CPU"
-    header = (f"in {time.time() - t0:.0f} s on {device} ({torch.get_num_threads()} threads), the {size.name} "
-              f"size (default: a first run; <code>--full</code>: {FULL.faces_n} samples per point, all settings).")
+    threads = torch.get_num_threads()
+    header = (f"in {time.time() - t0:.0f} s on {device} ({threads} thread{'s' if threads != 1 else ''}), size "
+              f"<b>{size.name}</b> (default: a first run; <code>--full</code>: {FULL.faces_n} faces per point, "
+              "every setting).")
     footer = "<section><h2>Time per section</h2>" + table(["section", "seconds"], times) + "</section>"
     atomic_write_bytes(out / "index.html", page(header, "\n".join(parts) + footer).encode())
     return out / "index.html"
