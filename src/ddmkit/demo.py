@@ -335,7 +335,7 @@ def section_editing(run: DemoRun) -> tuple[str, str]:
              "(shared by all boundaries of one t_m); for each attribute they are moved across its shipped SVM "
              "boundary in z and h to its recommended distance and denoised with eta = 1. 'share with it': the "
              f"attribute classifier's share (p >= 0.5) of the {k} faces.")
-    return intro, table(header, rows) + columns(figs)
+    return intro, table(header, rows) + columns(figs, cls="cols3")
 
 
 SECTIONS = (

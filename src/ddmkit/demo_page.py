@@ -9,7 +9,8 @@ MARK = "Made by <code>ddmkit demo</code>"  # how `ddmkit demo` recognises a fold
 
 STYLE = """body{font-family:sans-serif;max-width:1240px;margin:auto;padding:0 12px}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}.cols{display:grid;grid-template-columns:1fr 1fr;gap:14px;align-items:start}
+th{background:#f3f3f3}.cols,.cols3{display:grid;grid-template-columns:1fr 1fr;gap:14px;align-items:start}
+.cols3{grid-template-columns:1fr 1fr 1fr}
 figure{margin:0}figure img{width:100%;image-rendering:pixelated}figcaption{font-size:90%;color:#333}
 section{border-top:2px solid #ddd;margin-top:1.5em}.intro{color:#222}.note{font-size:90%;color:#555}"""
 
@@ -36,7 +37,7 @@ def figure(src: str, caption: str, width: str | None = None) -> str:
 
 
 def columns(items: Sequence[str], cls: str = "cols") -> str:
-    """Items in a two-column CSS grid, row by row (item 2k left, 2k + 1 right)."""
+    """Items in a CSS grid of two columns ("cols3": three), row by row (two columns: 2k left, 2k + 1 right)."""
     return f"<div class='{cls}'>" + "".join(f"<div>{i}</div>" for i in items) + "</div>"
 
 

@@ -15,18 +15,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Samples an exact 2-D mixture with all seven integrators, the default faces model with a few "
         "integrators at a few NFE budgets, Denoising MCMC beside plain sampling on the same seeds, and attribute "
         "edits beside their source faces; writes OUT/index.html with image grids, metric tables and plots. "
-        "The default size is a first run (a few minutes on a 2-core CPU); --full is the long version.",
+        "The default size is a first run (about 2 minutes on a 2-core CPU); --full is the long version.",
         epilog="example: ddmkit demo --out ddmkit-demo",
     )
     p.add_argument("--out", default="ddmkit-demo", help="output folder (default: ddmkit-demo; new, empty or an earlier demo)")
     p.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not an earlier demo")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_const", const="full", dest="size", default="default",
-                      help="the long version: 4x the samples per point, every setting (several times longer)")
+                      help="the long version: 4x the faces per point, every setting (about 6x longer)")
     size.add_argument("--quick", action="store_const", const="quick", dest="size",
                       help="the smallest version, for the tests (tiny n: the FD figures mean little)")
     p.add_argument("--threads", type=int_range(0, 1024), default=1,
-                   help="torch CPU threads (default 1: on a busy 2-core machine, 2 threads made --quick 9x slower; "
+                   help="torch CPU threads (default 1: on a busy 2-core machine 2 threads made a small demo 9x slower; "
                    "0: torch's default)")
     p.set_defaults(func=run)
 
