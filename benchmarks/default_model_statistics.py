@@ -54,7 +54,8 @@ def main() -> None:
     from ddmkit.editing.seeds import prefix_noise_seeds
     from ddmkit.editing.labelled import EVAL_FACES_SEED
     from ddmkit.integrators import PerSampleGenerator
-    from ddmkit.models.loading import load_model, shipped_model_dir
+    from ddmkit.assets import shipped_model
+    from ddmkit.models.loading import load_model
     from ddmkit.sampling import sample, sample_seed
 
     t0 = time.time()
@@ -75,7 +76,7 @@ def main() -> None:
         log(f"{name}: {out['pixels'][name]}")
 
     unet = inner.unet
-    folder = shipped_model_dir("faces") / "scheduler"
+    folder = shipped_model("faces").model_dir / "scheduler"
     for name, sched, count in (("diffusers DDIMScheduler, 100 steps", DDIMScheduler.from_pretrained(folder), n),
                                ("diffusers DDPMScheduler, 1000 ancestral steps", DDPMScheduler.from_pretrained(folder), args.ddpm_num)):
         sched.set_timesteps(100 if isinstance(sched, DDIMScheduler) else 1000)

@@ -25,7 +25,7 @@ import torch
 from ddmkit.cli import main as ddmkit
 
 MIX = {"weights": [0.5, 0.3, 0.2], "means": [[-3, 0], [3, 1], [0, 4]], "stds": [[0.5, 0.3], [0.4, 0.6], [0.3, 0.3]]}
-VOLATILE = ("seconds", "time", "host", "ddmkit_version", "version", "_diffusers_version", "loss_log", "device", "created")
+VOLATILE = ("seconds", "time", "host", "ddmkit_version", "version", "_diffusers_version", "loss_log", "device", "created", "provenance")
 
 
 def commands(t: Path) -> list[tuple[str, list[str]]]:

@@ -6,6 +6,8 @@
                     concurrency tests).
 --exit-after-parts K: die with os._exit(17) (no cleanup, as from kill -9) right after this worker's
                       K-th part file (plain batches and DLG rounds both write parts).
+--wait-for FILE: after each part file, wait (up to 300 s) until FILE exists (holds a run open while a
+                test starts another one).
 --rank R: apply the faults only in the torchrun worker of rank R (default: every worker).
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--sleep-per-part", type=float, default=0.0)
     p.add_argument("--exit-after-parts", type=int, default=0)
+    p.add_argument("--wait-for", default=None)
     p.add_argument("--rank", type=int, default=None)
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -29,7 +32,7 @@ def main() -> int:
     from ddmkit.cli import main as ddmkit_main
 
     mine = opts.rank is None or int(os.environ.get("RANK", "0")) == opts.rank
-    if mine and (opts.sleep_per_part or opts.exit_after_parts):
+    if mine and (opts.sleep_per_part or opts.exit_after_parts or opts.wait_for):
         real_write, written = outputs.PartStore.write, [0]
 
         def write(self, *a, **k):
@@ -40,6 +43,9 @@ def main() -> int:
                 sys.stderr.flush()
                 os._exit(17)
             time.sleep(opts.sleep_per_part)
+            t0 = time.time()
+            while opts.wait_for and not os.path.exists(opts.wait_for) and time.time() - t0 < 300:
+                time.sleep(0.05)
 
         outputs.PartStore.write = write
     return ddmkit_main(rest)

@@ -200,3 +200,23 @@ def test_overwrite_replaces_a_finished_run_and_only_its_images(tmp_path, mixture
     assert code == 0, err
     assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png"]
     assert (out / "notes.txt").read_text() == "mine" and np.load(out / "samples.npz")["x"].shape[0] == 2
+
+
+def test_manifest_records_the_command_line_versions_and_commit(tmp_path, mixture_json, capsys):
+    import re
+
+    import diffusers
+    import torch
+
+    import ddmkit
+
+    argv = ["sample", "--model", f"gmm:{mixture_json}", "--steps", "4", "--num", "3", "--out", str(tmp_path / "r"),
+            "--quiet"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    prov = json.loads((tmp_path / "r" / "manifest.json").read_text())["provenance"]
+    assert prov["command_line"] == ["ddmkit", *argv]
+    v = prov["versions"]
+    assert v["ddmkit"] == ddmkit.__version__ and v["torch"] == torch.__version__ and v["diffusers"] == diffusers.__version__
+    assert prov["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", prov["git_commit"])
+    assert run_cli(["--version"], capsys) == (0, f"ddmkit {ddmkit.__version__}\n", "")

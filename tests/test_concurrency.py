@@ -69,7 +69,8 @@ def test_a_second_run_on_the_same_folder_exits_2_at_once(world, tmp_path, kind):
     make = plain if kind == "plain" else dlg
     assert main(make(world, tmp_path / "single")) == 0
     shared = tmp_path / "shared"
-    first = runner(make(world, shared, seed=1), "--sleep-per-part", 1.0)
+    go = tmp_path / "go"
+    first = runner(make(world, shared, seed=1), "--wait-for", go)  # holds after its first part until `go`
     wait_for(shared / "parts" / "settings.json", first)
     t0 = time.time()
     second = subprocess.run([sys.executable, "-m", "ddmkit", *make(world, shared, seed=2)], env=env(),
@@ -78,6 +79,7 @@ def test_a_second_run_on_the_same_folder_exits_2_at_once(world, tmp_path, kind):
     # the message itself shows the runs overlapped: the first held the lock when the second asked
     assert "another ddmkit run is writing to" in second.stderr and len(second.stderr.strip().splitlines()) == 1
     assert time.time() - t0 < 60
+    go.touch()
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     a, b = samples(tmp_path / "single"), samples(shared)

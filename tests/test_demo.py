@@ -8,8 +8,9 @@ import re
 from PIL import Image
 
 from ddmkit.cli import main
-from ddmkit.demo import QUICK, total_steps
+from ddmkit.demo import GMM_SETTINGS, QUICK, total_steps
 from ddmkit.editing import shipped_boundaries
+from ddmkit.integrators import INTEGRATORS
 from ddmkit.metrics.evaluate import noise_floor
 
 
@@ -31,7 +32,12 @@ def test_demo_quick_writes_every_section_with_its_images_and_numbers(tmp_path, c
     images = re.findall(r"src='([^']+)'", page)
     assert len(images) >= 10 and all((out / name).is_file() and (out / name).stat().st_size > 500 for name in images)
     sections = {int(m[0]): m[1] for m in re.findall(r"<section><h2>(\d)\. (.*?)</section>", page)}
-    faces, dlg, edit = sections[2], sections[3], sections[4]
+    gmm, faces, dlg, edit = sections[1], sections[2], sections[3], sections[4]
+
+    # the mixture: every integrator, n samples each
+    assert [r[0] for r in table_rows(gmm)] == [name for name, _ in GMM_SETTINGS] and {
+        name for name, _ in GMM_SETTINGS} == set(INTEGRATORS)
+    assert all(int(r[2]) == QUICK.gmm_n for r in table_rows(gmm))
 
     # faces: n and the noise floor at that n in every row, the floor the metrics module gives at that n
     floor = noise_floor("faces", QUICK.faces_n)

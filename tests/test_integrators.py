@@ -31,6 +31,8 @@ HIGH_LOW = {
     "pf": (1000, 6),
     "rk45": (1, 1),  # adaptive: high = tight tolerance, low = loose tolerance (see below)
     "ddim": (150, 3),
+    "dpmpp_2m": (60, 3),
+    "unipc": (60, 3),
 }
 
 

@@ -42,9 +42,10 @@ class ShippedModel:
 _MODELS = {
     "faces": ShippedModel("faces", "faces", "scripts/train_default_faces.sh", has_boundaries=True),
     "digits": ShippedModel("digits", "digits", "scripts/train_default_digits.sh"),
+    "digits_ve": ShippedModel("digits_ve", "digits", "scripts/train_digits_ve.sh"),
 }
 # the names `--model` accepts for them ("default" is the faces model)
-MODEL_NAMES = {"default": "faces", "faces": "faces", "digits": "digits"}
+MODEL_NAMES = {"default": "faces", "faces": "faces", "digits": "digits", "digits-ve": "digits_ve"}
 
 
 def is_shipped(spec: str | None) -> bool:

@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a one-line argument error (status 2)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    args.command_line = ["ddmkit", *argv]  # recorded in every manifest (ddmkit.provenance)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -2,7 +2,7 @@
 
 Sections (each a `Section`: a title, the number of progress steps it takes at a `DemoSize`, and a
 function of the shared `DemoRun` returning its intro line and HTML body):
-1. the seven integrators on an exact 2-D Gaussian mixture, over the true density, with NFE and error;
+1. every integrator on an exact 2-D Gaussian mixture, over the true density, with NFE and error;
 2. the default faces model: sample grids of a few integrators at a few NFE budgets (the same x_T in
    every grid), FD-faces against the noise floor at the same n, and FD-faces against NFE;
 3. Denoising MCMC (DLG, Kim & Ye 2023, Alg. 1) beside plain kar1 at equal NFE per output;
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .assets import shipped_model
 from .data.faces import ATTRIBUTES, sample_faces, to_tensor_range
 from .demo_page import columns, esc, figure, line_plot, page, pyplot, section, table
 from .dmcmc import ChainState, DLGConfig, DLGSampler, load_classifier, nfe_summary
@@ -31,7 +32,7 @@ from .errors import DdmkitError
 from .io import atomic_write_bytes
 from .metrics.evaluate import REFERENCE_NUM, check_images, evaluate_images, sample_statistics
 from .mixtures import GaussianMixture, GMMDenoiser, frechet_to_mixture
-from .models.loading import WEIGHTS_DIR, load_model
+from .models.loading import load_model
 from .outputs import image_grid, save_png, to_uint8
 from .sampling import SampleResult, sample
 
@@ -52,7 +53,9 @@ class DLGBudget:
 DLG_BUDGETS = (DLGBudget("~10 NFE", 6, 5, 2, 0.1), DLGBudget("~20 NFE", 11, 9, 4, 0.1))
 # (integrator, steps), ordered in pairs at equal NFE: the page shows each pair side by side
 FACES_SETTINGS = (("ddim", 10), ("kar1", 6), ("ddim", 20), ("kar1", 11), ("kar2", 11), ("kar1", 26))
-GMM_SETTINGS = (("kar1", 12), ("kar2", 12), ("rd", 40), ("em", 40), ("pf", 40), ("rk45", 1), ("ddim", 20))
+# every integrator, at a moderate budget each
+GMM_SETTINGS = (("kar1", 12), ("kar2", 12), ("rd", 40), ("em", 40), ("pf", 40), ("rk45", 1), ("ddim", 20),
+                ("dpmpp_2m", 20), ("unipc", 20))
 EDIT_SEED_BASE = 60_000_000  # held-out faces to edit: seed EDIT_SEED_BASE + the attribute's index
 
 
@@ -150,7 +153,8 @@ def section_gmm(run: DemoRun) -> tuple[str, str]:
     exact, _ = mixture.sample(n, torch.Generator().manual_seed(0))
     floor = frechet_to_mixture(exact, mixture)
     plt = pyplot()
-    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    cols = -(-(len(GMM_SETTINGS) + 1) // 2)  # the integrators and the exact samples, in two rows
+    fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 8))
     rows = []
     for ax, (name, steps) in zip(axes.flat, GMM_SETTINGS):
         with run.step(f"{name} N={steps}"):
@@ -221,7 +225,7 @@ def _dlg(run: DemoRun, clf, b: DLGBudget, burned: dict) -> tuple[torch.Tensor, d
 
 def section_dlg(run: DemoRun) -> tuple[str, str]:
     size, n = run.size, run.size.dlg_n
-    clf = load_classifier(WEIGHTS_DIR / "faces_noise_classifier")
+    clf = load_classifier(shipped_model("default").noise_classifier)
     rows, figs, burned = [], [], {}
     curves: dict[str, list] = {"plain kar1": [], "DLG kar1 (per output)": [], "DLG kar1 (+ burn-in)": []}
     for b in size.dlg_budgets:
@@ -339,7 +343,8 @@ def section_editing(run: DemoRun) -> tuple[str, str]:
 
 
 SECTIONS = (
-    Section("Seven integrators on an exact 2-D Gaussian mixture", lambda s: len(GMM_SETTINGS) + 1, section_gmm),
+    Section(f"{len(GMM_SETTINGS)} integrators on an exact 2-D Gaussian mixture", lambda s: len(GMM_SETTINGS) + 1,
+            section_gmm),
     Section("The default faces model (a DDPM trained by ddmkit, shipped in the package)",
             lambda s: len(s.faces_settings) + 1, section_faces),
     Section("Denoising MCMC (DLG) against plain sampling at equal NFE", lambda s: 2 * len(s.dlg_budgets) + 1,

@@ -3,34 +3,45 @@
     D(x, sigma) -> estimate of the clean x0, where x = x0 + sigma * noise, sigma of shape (B,)
     score(x, sigma) = (D(x, sigma) - x) / sigma**2
 
-Wrappers: `VPEpsDenoiser` (DDPM epsilon-prediction UNets: x_vp = x / sqrt(1 + sigma^2), timestep from
-sigma through the discrete alphas_cumprod; DMCMC spec section 10), `VEScoreDenoiser` (any
-`model(x, sigma) -> score`, D = x + sigma^2 * s), and `NFECounter`, which measures NFE: every batched
-call of the wrapped denoiser counts one.
+Wrappers: `VPEpsDenoiser` (DDPM UNets predicting epsilon, v or x0: x_vp = x / sqrt(1 + sigma^2), timestep
+from sigma through the discrete alphas_cumprod; DMCMC spec section 10), `VEScoreDenoiser` (any
+`model(x, sigma) -> score`, D = x + sigma^2 * s), `EDMDenoiser` (EDM preconditioning, Karras et al. 2022
+Table 1), and `NFECounter`, which measures NFE: every batched call of the wrapped denoiser counts one.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Literal
 
 import torch
 
 from .errors import DdmkitError
+from .objectives import edm_scalings, vp_x0
 
 
 class Denoiser:
-    """Base of every model seen through D(x, sigma).
+    """Base of every model seen through D(x, sigma); it declares every field callers read.
 
-    Attributes: `sigma_min`, `sigma_max` (the noise levels the model was trained on),
-    `sample_shape` (the shape of one sample, e.g. (3, 32, 32) or (64,)), `data_range`
-    ((lo, hi) of clean data, or None for unbounded data) and `name`.
+    Model facts: `sigma_min`, `sigma_max` (the noise levels it was trained on), `sample_shape` (one
+    sample, e.g. (3, 32, 32) or (64,)), `data_range` ((lo, hi) of clean data, None for unbounded data),
+    `name`, `domain` ("faces" / "digits" for models of a built-in data domain: metrics and judges),
+    `bottleneck` (the module path of its h-space, UNet models). Where it came from: `folder` (a
+    diffusers folder), `checkpoint` and `conversion` (a raw checkpoint converted in memory).
+    Call settings: `clip_denoised` (clamp D to the data range) and `autocast_dtype` (CUDA autocast);
+    change them through `view(...)`, which copies, never on a shared model.
     """
 
     sigma_min: float
     sigma_max: float
     sample_shape: tuple[int, ...]
     data_range: tuple[float, float] | None = None
-    clip_denoised: bool = False
     name: str = "denoiser"
+    domain: str | None = None
+    bottleneck: str | None = None
+    folder: str | None = None
+    checkpoint: str | None = None
+    conversion: dict | None = None
+    clip_denoised: bool = False
     autocast_dtype: torch.dtype | None = None
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -38,7 +49,7 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sigma = as_sigma(sigma, x)
-        if self.autocast_dtype is not None:  # mixed precision (CUDA only, see `set_precision`)
+        if self.autocast_dtype is not None:  # mixed precision (CUDA only, see `with_precision`)
             with torch.autocast("cuda", dtype=self.autocast_dtype):
                 out = self.denoise(x, sigma)
             out = out.to(x.dtype)
@@ -68,23 +79,39 @@ class Denoiser:
         return {}
 
 
+DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "checkpoint", "conversion")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def set_precision(denoiser: "Denoiser", dtype: str = "fp32") -> "Denoiser":
-    """Run the network under CUDA autocast in `dtype` ('bf16' or 'fp16'; 'fp32' turns it off).
+def view(denoiser: Denoiser, *, clip_denoised: bool | None = None, precision: str | None = None) -> Denoiser:
+    """The model (under any NFE counters) with other call settings: x0 clipping and/or the CUDA autocast
+    precision ('fp32', 'bf16', 'fp16'). A shallow copy: the network, the sigmas and every other field are
+    the model's own objects, shared; only the changed flags are the copy's. Count NFE around the result."""
+    inner = unwrap(denoiser)
+    out = copy.copy(inner)
+    if clip_denoised is not None:
+        out.clip_denoised = bool(clip_denoised)
+    if precision is not None:
+        out.autocast_dtype = _autocast_dtype(inner, precision)
+    return out
+
+
+def with_precision(denoiser: Denoiser, dtype: str = "fp32") -> Denoiser:
+    """The model run under CUDA autocast in `dtype` ('bf16' or 'fp16'; 'fp32': none), as a view.
 
     Weights, the sampler state and the integrators' arithmetic stay float32; only the network's matmuls
     and convolutions run in reduced precision. CPU runs refuse bf16/fp16 (no speed-up there, and the
     quality effect is the thing to measure on a GPU)."""
+    return view(denoiser, precision=dtype)
+
+
+def _autocast_dtype(inner: Denoiser, dtype: str) -> torch.dtype | None:
     if dtype not in PRECISIONS:
         raise DdmkitError(f"--dtype must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
-    inner = unwrap(denoiser)
     if PRECISIONS[dtype] is not None and torch.device(inner.device).type != "cuda":
         raise DdmkitError(f"--dtype {dtype} needs a CUDA device (the model is on {inner.device}); "
                           "use --dtype fp32 on CPU")
-    inner.autocast_dtype = PRECISIONS[dtype]
-    return denoiser
+    return PRECISIONS[dtype]
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -119,15 +146,6 @@ class NFECounter(Denoiser):
         n, self.nfe = self.nfe, 0
         return n
 
-    # attributes with a class-level default on `Denoiser` are forwarded explicitly
-    @property
-    def data_range(self):
-        return self.inner.data_range
-
-    @property
-    def name(self):
-        return self.inner.name
-
     @property
     def device(self) -> torch.device:
         return self.inner.device
@@ -139,6 +157,10 @@ class NFECounter(Denoiser):
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+for _field in DECLARED_FIELDS:  # the declared fields have class defaults on `Denoiser`: forward them
+    setattr(NFECounter, _field, property(lambda self, _f=_field: getattr(self.inner, _f)))
 
 
 def unwrap(denoiser: Denoiser) -> Denoiser:
@@ -155,9 +177,11 @@ def vp_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 
 class VPEpsDenoiser(Denoiser):
-    """A DDPM epsilon-prediction network seen in sigma space (DMCMC spec section 10).
+    """A DDPM network seen in sigma space (DMCMC spec section 10).
 
-    D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma)), with t the discrete timestep nearest
+    D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma)) for epsilon-prediction (`prediction_type`
+    "epsilon", the default); "v_prediction" and "sample" networks give D through `ddmkit.objectives.vp_x0`
+    at the same sigma (Salimans & Ho 2022). t is the discrete timestep nearest
     in log sigma (`timestep_mode="nearest"`, k-diffusion's quantize mode) or a fractional timestep
     interpolated in log sigma (`"interpolate"`, as diffusers' Karras-sigma schedulers do). For
     learned-variance networks (2C output channels) the first C channels are epsilon.
@@ -175,9 +199,13 @@ class VPEpsDenoiser(Denoiser):
         data_range: tuple[float, float] | None = (-1.0, 1.0),
         name: str = "vp-eps",
         clip_denoised: bool = True,
+        prediction_type: str = "epsilon",
     ):
         if timestep_mode not in ("nearest", "interpolate"):
             raise DdmkitError(f"timestep_mode must be 'nearest' or 'interpolate', got {timestep_mode!r}")
+        if prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise DdmkitError(f"prediction_type must be epsilon, v_prediction or sample, got {prediction_type!r}")
+        self.prediction_type = prediction_type
         self.model = model
         self.sigmas = vp_sigmas(torch.as_tensor(alphas_cumprod))  # ascending in t
         self.log_sigmas = self.sigmas.log()
@@ -214,20 +242,33 @@ class VPEpsDenoiser(Denoiser):
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         return self.sigmas.to(t.device)[t.long()].float()
 
-    def eps(self, x_vp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def output(self, x_vp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's prediction (epsilon, v or x0, per `prediction_type`) at VP state x_vp, timestep t."""
         out = self.model(x_vp, t)
         out = getattr(out, "sample", out)
-        if out.shape[1] == 2 * x_vp.shape[1]:  # learned variance: [eps, variance values]
+        if out.shape[1] == 2 * x_vp.shape[1]:  # learned variance: [prediction, variance values]
             out = out[:, : x_vp.shape[1]]
         return out
 
+    def eps(self, x_vp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """epsilon at VP state x_vp and (integer) timestep t, whatever the network predicts."""
+        out = self.output(x_vp, t)
+        if self.prediction_type == "epsilon":
+            return out
+        s = append_dims(self.sigmas.to(x_vp.device)[t.long()].to(x_vp.dtype), x_vp.ndim)
+        alpha, s_vp = 1 / (1 + s**2).sqrt(), s / (1 + s**2).sqrt()
+        if self.prediction_type == "v_prediction":
+            return alpha * out.to(x_vp.dtype) + s_vp * x_vp
+        return (x_vp - alpha * out.to(x_vp.dtype)) / s_vp
+
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = append_dims(sigma, x.ndim)
-        eps = self.eps(x / (1 + s**2).sqrt(), self.sigma_to_t(sigma))
-        return x - s * eps.to(x.dtype)
+        out = self.output(x / (1 + s**2).sqrt(), self.sigma_to_t(sigma))
+        return vp_x0(out.to(x.dtype), x, s, self.prediction_type)
 
     def extra_info(self) -> dict:
-        return {"parametrisation": "vp-eps", "timestep_mode": self.timestep_mode, "num_timesteps": len(self.sigmas),
+        return {"parametrisation": "vp-eps" if self.prediction_type == "epsilon" else f"vp-{self.prediction_type}",
+                "timestep_mode": self.timestep_mode, "num_timesteps": len(self.sigmas),
                 "clip_denoised": self.clip_denoised}
 
 
@@ -268,3 +309,57 @@ class VEScoreDenoiser(Denoiser):
 
     def extra_info(self) -> dict:
         return {"parametrisation": "ve-score", "clip_denoised": self.clip_denoised}
+
+
+class EDMDenoiser(Denoiser):
+    """An EDM-preconditioned network F (Karras et al. 2022, Table 1; diffusers' EDMEulerScheduler):
+
+        D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))
+
+    with the scalings of `ddmkit.objectives.edm_scalings` (c_noise = ln(sigma) / 4 is F's timestep)."""
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | torch.nn.Module,
+        sigma_min: float,
+        sigma_max: float,
+        sigma_data: float,
+        sample_shape: tuple[int, ...],
+        *,
+        prediction_type: str = "epsilon",
+        data_range: tuple[float, float] | None = (-1.0, 1.0),
+        name: str = "edm",
+        clip_denoised: bool = False,
+    ):
+        if not 0 < sigma_min < sigma_max or not sigma_data > 0:
+            raise DdmkitError(f"need 0 < sigma_min < sigma_max and sigma_data > 0, got {sigma_min}, {sigma_max}, {sigma_data}")
+        edm_scalings(torch.ones(1), sigma_data, prediction_type)  # validates prediction_type
+        self.model = model
+        self.sigma_min, self.sigma_max, self.sigma_data = float(sigma_min), float(sigma_max), float(sigma_data)
+        self.prediction_type = prediction_type
+        self.sample_shape = tuple(sample_shape)
+        self.data_range = data_range
+        self.name = name
+        self.clip_denoised = clip_denoised  # off by default, as in EDM
+
+    @property
+    def unet(self):
+        return self.model
+
+    @property
+    def device(self) -> torch.device:
+        if isinstance(self.model, torch.nn.Module):
+            for p in self.model.parameters():
+                return p.device
+        return torch.device("cpu")
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = append_dims(sigma, x.ndim)
+        c_skip, c_out, c_in, c_noise = edm_scalings(s, self.sigma_data, self.prediction_type)
+        out = self.model(c_in * x, c_noise.flatten())
+        out = getattr(out, "sample", out)
+        return c_skip * x + c_out * out.to(x.dtype)
+
+    def extra_info(self) -> dict:
+        return {"parametrisation": "edm", "sigma_data": self.sigma_data, "prediction_type": self.prediction_type,
+                "clip_denoised": self.clip_denoised}

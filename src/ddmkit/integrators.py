@@ -1,4 +1,4 @@
-"""The six integrators of the DMCMC paper plus DDIM, one small function each (k-diffusion style).
+"""The six integrators of the DMCMC paper plus DDIM, DPM-Solver++(2M) and UniPC, one small function each.
 
     x, nfe = f(denoiser, x, sigmas, *, generator=None, **options)
 
@@ -16,6 +16,8 @@ Schedules come from `ddmkit.schedules`; `ddmkit.sampling.make_schedule` picks th
 | pf    | ODE  | probability-flow Euler, x += D_j s / 2                          | levels > 0          |
 | rk45  | ODE  | scipy solve_ivp RK45 in log-sigma time (+1 Euler step to 0)     | measured            |
 | ddim  | ODE/SDE | DDIM with eta (= Euler in sigma for eta = 0)                 | steps               |
+| dpmpp_2m | ODE | DPM-Solver++(2M), multistep in lambda = -log sigma            | steps               |
+| unipc | ODE  | UniPC-bh2, order 2: the 2M predictor + UniC corrector (no NFE)  | steps               |
 """
 from __future__ import annotations
 
@@ -295,6 +297,100 @@ def ddim(
     return x, counter.nfe
 
 
+def _lambda_step(s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+    """h = log(s / s') per row (the step in lambda = -log sigma); 0 where s' = 0 (the last step)."""
+    return torch.where(s_next > 0, s.log() - s_next.clamp(min=1e-30).log(), torch.zeros_like(s))
+
+
+def _multistep_2m(x: torch.Tensor, den: torch.Tensor, old_den: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor,
+                  h: torch.Tensor, h_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DPM-Solver++(2M) step s -> s' (Lu et al. 2022, Alg. 2): x' = (s'/s) x + (1 - s'/s) D^ with
+    D^ = D + (D - D_old) h / (2 h_prev); first order (D^ = D) where s' = 0, h = 0 or h_prev = 0 (no usable
+    previous step). Returns x' and the rows that took the second-order update."""
+    second = (s_next > 0) & (h > 0) & (h_prev > 0)
+    half_inv_r = torch.where(second, h / (2 * torch.where(second, h_prev, torch.ones_like(h))), torch.zeros_like(h))
+    d_hat = den + append_dims(half_inv_r, x.ndim) * (den - old_den)
+    ratio = append_dims(s_next / s, x.ndim)
+    return ratio * x + (1 - ratio) * d_hat, second
+
+
+@torch.no_grad()
+def dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2; k-diffusion's `sample_dpmpp_2m`) in sigma space, 1 NFE a step.
+
+    Multistep in lambda = -log sigma with r = h_prev / h: D^ = (1 + 1/(2r)) D_i - D_(i-1) / (2r); first order
+    (DDIM) on the first step, on the step to sigma = 0 (x' = D_i, diffusers' `lower_order_final`) and after a
+    step of h = 0. Rows that have reached sigma = 0 stay where they are."""
+    counter, sig = _prepare(denoiser, x, sigmas)
+    old_den, h_prev = None, torch.zeros_like(sig[:, 0])
+    for i in range(sig.shape[1] - 1):
+        s, s_next = sig[:, i], sig[:, i + 1]
+        active = s > 0
+        if not active.any():
+            break
+        s = torch.where(active, s, torch.ones_like(s))  # finished rows: any positive level, the step is masked
+        den = counter(x, s)
+        h = _lambda_step(s, s_next)
+        x_new, _ = _multistep_2m(x, den, den if old_den is None else old_den, s, s_next, h, h_prev)
+        x = torch.where(append_dims(active, x.ndim), x_new, x)
+        old_den, h_prev = den, torch.where(active, h, torch.zeros_like(h))
+    return x, counter.nfe
+
+
+def _unic_weights(h: torch.Tensor, rk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """UniC-2 weights (Zhao et al. 2023, eq. 9 with B(h) = e^h - 1, x0 prediction): (rho_1, rho_2) solves
+    [[1, 1], [rk, 1]] rho = (b_1, b_2), b_k = k! phi_(k+1)(-h) / B(-h); phi by diffusers' recursion, in float64."""
+    hh = -h.double()
+    b_h = torch.expm1(hh)
+    phi_1 = b_h / hh - 1
+    b1, b2 = phi_1 / b_h, 2 * (phi_1 / hh - 0.5) / b_h
+    rho1 = (b1 - b2) / (1 - rk.double())
+    return rho1, b1 - rho1
+
+
+def _unic(x: torch.Tensor, x_last: torch.Tensor, den: torch.Tensor, m0: torch.Tensor, m1: torch.Tensor,
+          ratio: torch.Tensor, h: torch.Tensor, h_prev: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """UniC over the last step [s_(i-1), s_i] with D_i = `den` (taken at the predicted x_i): x_i = r x_(i-1) +
+    (1 - r) (D_(i-1) + rho_1 (D_(i-2) - D_(i-1)) / rk + rho_2 (D_i - D_(i-1))), rk = -h_prev / h; after a
+    first-order prediction rho_1 = 0, rho_2 = 1/2. No correction where h = 0."""
+    nd = x.ndim
+    pos = h > 0
+    rk = torch.where(second, -h_prev / torch.where(pos, h, torch.ones_like(h)), -torch.ones_like(h))
+    rho1, rho2 = _unic_weights(torch.where(pos, h, torch.ones_like(h)), rk)
+    rho1 = torch.where(second, rho1.to(x.dtype), torch.zeros_like(h))
+    rho2 = torch.where(second, rho2.to(x.dtype), torch.full_like(h, 0.5))
+    corr = m0 + append_dims(rho1 / rk, nd) * (m1 - m0) + append_dims(rho2, nd) * (den - m0)
+    r = append_dims(ratio, nd)
+    return torch.where(append_dims(pos, nd), r * x_last + (1 - r) * corr, x)
+
+
+@torch.no_grad()
+def unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+    """UniPC-bh2 of order 2 (Zhao et al. 2023, Alg. 2; diffusers' `UniPCMultistepScheduler` defaults) in sigma
+    space, 1 NFE a step.
+
+    Step i evaluates D_i at the predicted x_i, corrects x_i with it (UniC, `_unic`; the model is never called
+    at the corrected point), then predicts x_(i+1) with the DPM-Solver++(2M) update (UniP-2 with B(h) =
+    e^h - 1 is that update): first order on the first step and on the step to sigma = 0."""
+    counter, sig = _prepare(denoiser, x, sigmas)
+    if bool((sig[:, :-1] <= 0).any()):
+        raise DdmkitError("unipc needs every level but the last > 0 (the schedule's one 0 is at its end)")
+    h = h_prev = torch.zeros_like(sig[:, 0])
+    second = torch.zeros_like(h, dtype=torch.bool)
+    x_last = m0 = m1 = None
+    for i in range(sig.shape[1] - 1):
+        s, s_next = sig[:, i], sig[:, i + 1]
+        den = counter(x, s)
+        if i > 0:
+            x = _unic(x, x_last, den, m0, m1, s / sig[:, i - 1], h, h_prev, second)
+        old = den if m0 is None else m0
+        h_next = _lambda_step(s, s_next)
+        x_pred, second = _multistep_2m(x, den, old, s, s_next, h_next, h)
+        x_last, m1, m0, h_prev, h = x, old, den, h, h_next
+        x = x_pred
+    return x, counter.nfe
+
+
 @torch.no_grad()
 def tweedie(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor | float) -> tuple[torch.Tensor, int]:
     """The final Tweedie step of the DMCMC paper: y = x + sigma^2 s(x, sigma) = D(x, sigma) (1 NFE)."""
@@ -308,7 +404,7 @@ class Integrator:
 
     `grid` names its schedule (`ddmkit.sampling.make_schedule`): "karras" (N points incl. the 0),
     "geometric" (N levels + 0), "rk45" (start, end, 0), "ddim" (the model's DDPM timesteps, else
-    geometric). `min_steps` is the smallest N; `nfe(N)` its NFE (None: measured, rk45); its options
+    geometric), "dpm" (diffusers' multistep-solver timesteps for DDPM models, else Karras + 0; N steps). `min_steps` is the smallest N; `nfe(N)` its NFE (None: measured, rk45); its options
     are its keyword-only parameters; `data_scaled` are option defaults in [0, 1]-data units that
     scale with the data range's width (kar2's churn window)."""
 
@@ -365,6 +461,8 @@ INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
     Integrator("pf", pf, "ODE", "geometric", 1, "N"),
     Integrator("rk45", rk45, "ODE", "rk45", 1, "measured", ranges=(("rtol", 1e-12, 1.0), ("atol", 1e-300, 10.0))),
     Integrator("ddim", ddim, "ODE", "ddim", 1, "N", ranges=(("eta", 0.0, 10.0),)),
+    Integrator("dpmpp_2m", dpmpp_2m, "ODE", "dpm", 1, "N"),
+    Integrator("unipc", unipc, "ODE", "dpm", 1, "N"),
 )}
 
 

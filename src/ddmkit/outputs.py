@@ -150,7 +150,7 @@ def manifest_header(settings: dict, denoiser, device: str, **extra) -> dict:
     """The part of a sample folder's manifest.json that every sampler writes: its settings, then the
     model's facts (domain, data range, sample shape) and the device."""
     rng = denoiser.data_range
-    return {**settings, "ddmkit_version": __version__, "domain": getattr(denoiser, "domain", None),
+    return {**settings, "ddmkit_version": __version__, "domain": denoiser.domain,
             "data_range": list(rng) if rng else None, "sample_shape": list(denoiser.sample_shape), **extra,
             "device": device}
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .denoisers import Denoiser, NFECounter, VPEpsDenoiser, unwrap
 from .errors import DdmkitError
 from .integrators import PerSampleGenerator, get_integrator, tweedie
-from .schedules import geometric_sigmas, karras_sigmas, vp_timestep_sigmas
+from .schedules import geometric_sigmas, karras_sigmas, vp_linspace_sigmas, vp_timestep_sigmas
 
 
 
@@ -53,8 +53,12 @@ def make_schedule(
     if spec.grid == "rk45":
         lo = torch.full_like(sigma_start, sigma_lo).minimum(sigma_start)
         return torch.stack([sigma_start, lo, torch.zeros_like(sigma_start)], dim=1).float()
-    # "ddim": evenly spaced discrete timesteps for DDPM models, a geometric grid otherwise
     inner = unwrap(denoiser) if denoiser is not None else None
+    if spec.grid == "dpm":  # steps = NFE: diffusers' multistep grid for DDPM models, else Karras + 0
+        if isinstance(inner, VPEpsDenoiser):
+            return vp_linspace_sigmas(inner.sigmas, steps, sigma_start)
+        return karras_sigmas(steps + 1, sigma_lo, sigma_start)
+    # "ddim": evenly spaced discrete timesteps for DDPM models, a geometric grid otherwise
     if isinstance(inner, VPEpsDenoiser):
         return vp_timestep_sigmas(inner.sigmas, steps, sigma_start)
     return geometric_sigmas(steps, sigma_lo, sigma_start)

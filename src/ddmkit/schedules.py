@@ -5,9 +5,11 @@
   reverse-diffusion, probability-flow and Euler-Maruyama integrators (DMCMC spec section 7), + 0.
 - `ve_classifier_grid`: the K-level geometric grid of the noise-level classifier (spec section 2).
 - `vp_timestep_sigmas`: the VP discrete grid, uniformly spaced DDPM timesteps mapped to sigma.
+- `vp_linspace_sigmas`: diffusers' multistep-solver grid ("linspace" spacing, final sigma 0) below t(sigma*).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .errors import DdmkitError
@@ -80,6 +82,21 @@ def vp_timestep_sigmas(discrete_sigmas: torch.Tensor, steps: int, sigma_start: t
     frac = torch.linspace(1, 0, steps, dtype=torch.float64)[None, :] if steps > 1 else torch.ones(1, 1, dtype=torch.float64)
     ts = torch.round(t_start[:, None] * frac).long()
     return torch.cat([table[ts], torch.zeros(len(s), 1, dtype=torch.float64)], dim=1).float()
+
+
+def vp_linspace_sigmas(discrete_sigmas: torch.Tensor, steps: int, sigma_start: torch.Tensor | float) -> torch.Tensor:
+    """(B, steps+1): sigma* itself, then the DDPM timesteps round(linspace(0, t*, steps+1))[::-1][1:-1], then 0.
+
+    t* is the timestep nearest sigma* in log sigma. From sigma* = sigma_max (t* = T-1) this is exactly the
+    grid of diffusers' `DPMSolverMultistepScheduler` / `UniPCMultistepScheduler` with their default
+    `timestep_spacing="linspace"` and `final_sigmas_type="zero"` (numpy's linspace and rounding, as there)."""
+    _check_steps(steps, 1)
+    table = discrete_sigmas.double()
+    s = _start(sigma_start)
+    t_start = (s.log()[:, None] - table.log()[None, :]).abs().argmin(dim=1).numpy()
+    ts = np.linspace(np.zeros(len(s)), t_start, steps + 1, axis=1).round()[:, ::-1][:, 1:-1].astype(np.int64)
+    inner = table[torch.from_numpy(ts.copy())].minimum(s[:, None])
+    return torch.cat([s[:, None], inner, torch.zeros(len(s), 1, dtype=torch.float64)], dim=1).float()
 
 
 def as_rows(sigmas: torch.Tensor, batch: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""Train a DDPM (epsilon-prediction, 1000 linear-beta steps, EMA) `UNet2DModel`: `ddmkit train`.
+"""Train a diffusion `UNet2DModel` (DDPM epsilon-prediction by default, 1000 linear-beta steps, EMA): `ddmkit train`.
+
+The objective (`TrainConfig.objective`, `ddmkit.objectives`): `eps` (the default), `v`, their min-SNR-gamma
+weighted forms, or `edm` (EDM-preconditioned variance exploding, data in [0, 1]). The exported folder's
+scheduler config records the parametrisation (DDPMScheduler `prediction_type`, or EDMEulerScheduler), so
+loading it needs no flags.
 
 Resumable: every `checkpoint_every` steps the run directory gets an atomically replaced
 `checkpoint/` (raw and EMA weights in safetensors, optimizer state, step). The batch and noise of
@@ -24,6 +29,10 @@ from tqdm.auto import tqdm
 
 from .errors import DdmkitError
 from .io import atomic_write_json, recover_dir, replace_dir
+from .models.loading import MODEL_INFO_FILE
+from .objectives import (
+    MIN_SNR_GAMMA, VP_PREDICTION_TYPES, EDMSettings, check_objective, data_range_of, edm_loss, edm_sigmas, vp_loss,
+)
 
 
 @dataclass
@@ -50,6 +59,13 @@ class TrainConfig:
     init_from: str = ""  # a diffusers folder whose UNet weights start the run (warm start)
     device: str = "cpu"  # where the UNet trains; batches and noise are drawn on the CPU either way
     workers: int = 0  # processes that render the next batches ahead (0: in the training process)
+    objective: str = "eps"  # ddmkit.objectives.OBJECTIVES
+    min_snr_gamma: float = MIN_SNR_GAMMA  # the *-minsnr objectives' gamma
+    edm_sigma_min: float = EDMSettings.sigma_min  # the edm objective's constants (EDMSettings)
+    edm_sigma_max: float = EDMSettings.sigma_max
+    sigma_data: float = EDMSettings.sigma_data
+    p_mean: float = EDMSettings.p_mean
+    p_std: float = EDMSettings.p_std
     notes: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -71,6 +87,9 @@ class TrainConfig:
             problems.append("--steps, --batch-size, --checkpoint-every and --layers-per-block must be >= 1")
         if self.workers < 0 or self.threads < 0:
             problems.append("--workers and --threads must be >= 0")
+        if not 0 < self.edm_sigma_min < self.edm_sigma_max or self.sigma_data <= 0 or self.p_std <= 0 \
+                or self.min_snr_gamma <= 0:
+            problems.append("need 0 < --sigma-min < --sigma-max, and --sigma-data, --p-std, --min-snr-gamma > 0")
         if problems:
             raise DdmkitError("; ".join(problems))
         if self.init_from:
@@ -80,6 +99,10 @@ class TrainConfig:
 def is_run_folder(folder: Path) -> bool:
     """A folder `ddmkit train` wrote (its config or checkpoint is there)."""
     return (folder / "training_config.json").is_file() or (folder / "checkpoint" / "state.json").is_file()
+
+
+def edm_settings(cfg: TrainConfig) -> EDMSettings:
+    return EDMSettings(cfg.edm_sigma_min, cfg.edm_sigma_max, cfg.sigma_data, cfg.p_mean, cfg.p_std)
 
 
 def build_unet(cfg: TrainConfig, in_channels: int = 3):
@@ -102,14 +125,22 @@ def build_unet(cfg: TrainConfig, in_channels: int = 3):
 
 
 def build_scheduler(cfg: TrainConfig):
+    """The scheduler the model is exported with: it states the parametrisation (module docstring)."""
+    if check_objective(cfg.objective) == "edm":
+        from diffusers import EDMEulerScheduler
+
+        return EDMEulerScheduler(sigma_min=cfg.edm_sigma_min, sigma_max=cfg.edm_sigma_max, sigma_data=cfg.sigma_data,
+                                 prediction_type="epsilon")
     from diffusers import DDPMScheduler
 
+    extra = {} if cfg.objective == "eps" else {"prediction_type": VP_PREDICTION_TYPES[cfg.objective]}
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule="linear",
         beta_start=cfg.beta_start,
         beta_end=cfg.beta_end,
         clip_sample=True,
+        **extra,
     )
 
 
@@ -228,7 +259,24 @@ def _read_state(ckpt: Path) -> dict:
 
 def _comparable(d: dict) -> dict:
     ignored = ("steps", "checkpoint_every", "threads", "notes", "init_from", "device", "workers")
+    d = {**_config_json(TrainConfig()), **d}  # a checkpoint from before an option existed had its default
     return {k: v for k, v in d.items() if k not in ignored}
+
+
+def _step_loss(cfg: TrainConfig, model, x0: torch.Tensor, gen: torch.Generator, device,
+               alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The loss of one batch (x0 in [-1, 1] on the CPU); its noise is drawn from `gen` on the CPU."""
+    if cfg.objective == "edm":
+        settings = edm_settings(cfg)
+        sigma = edm_sigmas(x0.shape[0], settings, gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        lo, hi = data_range_of(cfg.objective)
+        x0 = lo + (x0.to(device, non_blocking=True) + 1) * (0.5 * (hi - lo))
+        return edm_loss(model, x0, sigma.to(device), noise.to(device, non_blocking=True), settings)
+    t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    x0, t, noise = x0.to(device, non_blocking=True), t.to(device), noise.to(device, non_blocking=True)
+    return vp_loss(model, x0, t, noise, alphas_cumprod, cfg.objective, cfg.min_snr_gamma)
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
@@ -250,6 +298,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
+    check_objective(cfg.objective)
     batch_of, channels = make_batch_source(cfg)  # validates the data before anything is written
     run.mkdir(parents=True, exist_ok=True)
     model = build_unet(cfg, channels)
@@ -276,7 +325,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
             raise DdmkitError(f"the checkpoint {ckpt} is unreadable ({e.__class__.__name__}); delete it to start over, "
                               "or choose another --out") from None
         start = int(state["step"])
-    alphas_cumprod = scheduler.alphas_cumprod.float().to(device)
+    alphas_cumprod = scheduler.alphas_cumprod.float().to(device) if cfg.objective != "edm" else None
     log_path = run / "train_log.csv"
     if start == 0 or not log_path.exists():
         log_path.write_text("step,loss,lr,seconds\n")
@@ -293,15 +342,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
     batches = _batches(batch_of, range(start, cfg.steps), cfg.workers if cfg.data == "faces" else 0)
     for step, x0 in zip(bar, batches):
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # noise drawn on the CPU: same on every device
-        t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        x0, t, noise = x0.to(device, non_blocking=True), t.to(device), noise.to(device, non_blocking=True)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = torch.nn.functional.mse_loss(model(xt, t).sample, noise)
+        loss = _step_loss(cfg, model, x0, gen, device, alphas_cumprod)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -329,7 +373,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
 
 def export_pipeline(run: Path, cfg: TrainConfig, ema: dict[str, torch.Tensor], channels: int,
                     completed_steps: int | None = None) -> Path:
-    """Write the EMA weights as a diffusers DDPM pipeline folder `run/model` (atomically)."""
+    """Write the EMA weights as a diffusers folder `run/model` (atomically): a DDPM pipeline (`unet/`,
+    `scheduler/`, `model_index.json`) for the VP objectives; for `edm`, `unet/` + an EDMEulerScheduler
+    `scheduler/` (diffusers has no unconditional EDM pipeline: load the two and run the scheduler's loop)
+    and `ddmkit_model.json` with the data range, [0, 1]."""
     model = build_unet(cfg, channels)
     model.load_state_dict(_cpu(ema))
     tmp = run / "model.tmp"
@@ -337,15 +384,19 @@ def export_pipeline(run: Path, cfg: TrainConfig, ema: dict[str, torch.Tensor], c
         shutil.rmtree(tmp)
     model.save_pretrained(tmp / "unet", safe_serialization=True)
     build_scheduler(cfg).save_pretrained(tmp / "scheduler")
-    atomic_write_json(
-        tmp / "model_index.json",
-        {
-            "_class_name": "DDPMPipeline",
-            "_diffusers_version": _diffusers_version(),
-            "scheduler": ["diffusers", "DDPMScheduler"],
-            "unet": ["diffusers", "UNet2DModel"],
-        },
-    )
+    if cfg.objective == "edm":
+        atomic_write_json(tmp / MODEL_INFO_FILE, {"objective": cfg.objective,
+                                                  "data_range": list(data_range_of(cfg.objective))})
+    else:
+        atomic_write_json(
+            tmp / "model_index.json",
+            {
+                "_class_name": "DDPMPipeline",
+                "_diffusers_version": _diffusers_version(),
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "unet": ["diffusers", "UNet2DModel"],
+            },
+        )
     config = json.loads((run / "training_config.json").read_text())
     config["completed_steps"] = cfg.steps if completed_steps is None else int(completed_steps)
     atomic_write_json(tmp / "training_config.json", config)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
 from .common import add_model_argument, model_input_paths, resolve_device, run_lock
 
@@ -208,6 +209,7 @@ def _fit(args: argparse.Namespace, out: Path) -> int:
     if args.calibrate:
         b = _calibrate(args, denoiser, b, x, y, n_test, inversions, multiples)
     b.meta["model_spec"] = args.model
+    b.meta["provenance"] = provenance(args.command_line)
     b.meta["seconds"] = round(time.time() - t0, 3)
     path = save_boundary(out, b)
     parts = []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 from ..errors import DdmkitError
+from ..provenance import provenance
 from .argtypes import MAX_STEPS, float_range, int_range
 from .common import resolve_device, run_lock
 
@@ -88,7 +89,7 @@ def _run_locked(args: argparse.Namespace, out: Path) -> int:
     plans = build_plans(args, denoiser)
     t0 = time.time()
     res = control(denoiser, plans, edit_settings(args), prefix, num=args.num)
-    lo, hi = getattr(unwrap(denoiser), "data_range", None) or (-1.0, 1.0)
+    lo, hi = unwrap(denoiser).data_range or (-1.0, 1.0)
     names = [f"{i:06d}" for i in range(args.num)]
     rows = [(n, [("original", res.original[i])] + edit_panels(res, i)) for i, n in enumerate(names)]
     write_folder(out, rows, _record(args, denoiser, res, names, t0), "control.json", (lo, hi), args.png_scale)
@@ -105,8 +106,9 @@ def _record(args: argparse.Namespace, denoiser, res, names: list[str], t0: float
     from .edit import edits_record, projections_of
 
     return {
-        "command": "control", "ddmkit_version": __version__, "model": args.model,
-        "domain": getattr(denoiser, "domain", None),
+        "command": "control", "ddmkit_version": __version__, "provenance": provenance(args.command_line),
+        "model": args.model,
+        "domain": denoiser.domain,
         "model_identity": model_fingerprint(denoiser), "num": args.num, "settings": res.settings,
         "edits": edits_record(res),
         "nfe_per_sample": res.nfe.to_json(),

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the demo on the shipped models and write an HTML page",
-        description="Samples an exact 2-D mixture with all seven integrators, the default faces model with a few "
+        description="Samples an exact 2-D mixture with every integrator, the default faces model with a few "
         "integrators at a few NFE budgets, Denoising MCMC beside plain sampling on the same seeds, and attribute "
         "edits beside their source faces; writes OUT/index.html with image grids, metric tables and plots. "
         "The default size is a first run (about 2 minutes on a 2-core CPU); --full is the long version.",

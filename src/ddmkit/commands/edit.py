@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import DdmkitError
 from ..output_guard import check_target, json_file_says, refuse_inputs
+from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
 from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
 
@@ -232,7 +233,7 @@ def _load_images(files: list[Path], denoiser) -> tuple[np.ndarray, tuple[float, 
     if len(shape) != 3 or shape[1] != shape[2]:
         raise DdmkitError(f"editing needs a square image model; this one has samples of shape {shape}")
     x = np.stack([load_image(f, shape[1], shape[0]) for f in files])
-    lo, hi = getattr(unwrap(denoiser), "data_range", None) or (-1.0, 1.0)
+    lo, hi = unwrap(denoiser).data_range or (-1.0, 1.0)
     return lo + (x + 1.0) * (hi - lo) / 2.0, (lo, hi)  # [-1, 1] -> the model's range
 
 
@@ -277,8 +278,9 @@ def _record(args: argparse.Namespace, denoiser, res, names: list[str], files: li
     n_calls = max(1, -(-len(files) // args.batch_size))
     n_edits = len(res.plans)
     return {
-        "command": "edit", "ddmkit_version": __version__, "model": args.model, "model_identity": model_fingerprint(denoiser),
-        "domain": getattr(denoiser, "domain", None),
+        "command": "edit", "ddmkit_version": __version__, "provenance": provenance(args.command_line),
+        "model": args.model, "model_identity": model_fingerprint(denoiser),
+        "domain": denoiser.domain,
         "settings": res.settings,
         "edits": edits_record(res),
         "boundaries": _boundaries_record(res.plans[0]),

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..metrics.fidelity import INSTALL
+from ..provenance import provenance
 from .argtypes import path_text, seed
 from .boundary import ParagraphFormatter
 from .common import on_main, run_lock
@@ -133,6 +134,7 @@ def _evaluate(args: argparse.Namespace, plan, out: Path, dist) -> int:
         said.append(f"Inception statistics of {stats.count} images written to {plan.save_stats}")
     if metrics:
         metrics["world_size"] = dist.world_size
+        metrics["provenance"] = provenance(args.command_line)
         atomic_write_json(out, metrics)
         said.insert(0, _summary(metrics) + f"; metrics written to {out}")
     print("; ".join(said))

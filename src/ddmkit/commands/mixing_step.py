@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import DdmkitError
+from ..provenance import provenance
 from .argtypes import MAX_STEPS, float_range, int_range, path_text
 from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
 
@@ -99,7 +100,8 @@ def _run_locked(args: argparse.Namespace, out: Path) -> int:
             accuracy=args.accuracy, batch_size=args.batch_size, hspace_module=args.hspace_module,
             progress=not args.quiet,
         )
-    result = {"command": "mixing-step", "model": args.model, "model_identity": model_fingerprint(denoiser),
+    result = {"command": "mixing-step", "provenance": provenance(args.command_line), "model": args.model,
+              "model_identity": model_fingerprint(denoiser),
               "attribute": name, "data": info, "ddmkit_version": __version__, "seconds": round(time.time() - t0, 2),
               **curve.to_json()}
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import DdmkitError
+from ..provenance import provenance
 from .argtypes import MAX_BATCH, float_range, int_range, path_text, seed
 from .common import model_input_paths, run_lock
 
@@ -112,7 +113,7 @@ def _train(args: argparse.Namespace, cfg) -> int:
 
     facts = model_facts(args.model)
     data = data_for_model(facts, args.data, args.seed)
-    meta = {"model": args.model, "model_identity": facts.identity, "domain": data.domain or facts.domain,
+    meta = {"model": args.model, "provenance": provenance(args.command_line), "model_identity": facts.identity, "domain": data.domain or facts.domain,
             "sample_shape": list(facts.sample_shape), "data_range": list(facts.data_range) if facts.data_range else None}
     meta = train_noise_classifier(data, facts.sample_shape, facts.data_range, facts.sigma_min, facts.sigma_max,
                                   args.out, cfg, meta=meta, progress=not args.quiet)

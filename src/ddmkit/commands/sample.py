@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DdmkitError
+from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_NUM, MAX_STEPS, float_range, int_range, path_text, seed
 from .common import add_model_argument, add_overwrite_argument, model_input_paths, on_main, run_lock
 
@@ -17,9 +18,9 @@ from .common import add_model_argument, add_overwrite_argument, model_input_path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
-        help="draw samples with one of the seven integrators",
-        description="Draw samples from a model with an integrator (kar1, kar2, rd, em, pf, rk45, ddim). "
-        "Writes OUT/samples.npz, PNGs and a grid for image models, and OUT/manifest.json with the measured "
+        help="draw samples with one of the nine integrators",
+        description="Draw samples from a model with an integrator (kar1, kar2, rd, em, pf, rk45, ddim, dpmpp_2m, "
+        "unipc). Writes OUT/samples.npz, PNGs and a grid for image models, and OUT/manifest.json with the measured "
         "NFE per sample. An interrupted run resumes when the same command is run again.",
         epilog="example: ddmkit sample --model default --integrator kar1 --steps 10 --num 64 --out runs/kar1-10; "
         "on N workers: torchrun --nproc_per_node N -m ddmkit -- sample ... (docs/scale-out.md)",
@@ -27,9 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_argument(p)
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="network precision: fp32, or bf16/fp16 autocast on CUDA (default: fp32)")
-    p.add_argument("--integrator", default="kar1", help="kar1, kar2, rd, em, pf, rk45 or ddim (default: kar1)")
+    p.add_argument("--integrator", default="kar1",
+                   help="kar1, kar2, rd, em, pf, rk45, ddim, dpmpp_2m or unipc (default: kar1)")
     p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=18,
-                   help="the integrator's N (grid points; for ddim the NFE)")
+                   help="the integrator's N (grid points; for ddim, dpmpp_2m and unipc the NFE)")
     p.add_argument("--num", type=int_range(1, MAX_NUM), default=64, help="number of samples")
     p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=64,
                    help="samples per network call (a resumed run must use the same: network results depend on it)")
@@ -205,14 +207,14 @@ def run_on(args: argparse.Namespace, dist) -> int:
     after a barrier rank 0 merges them and writes the folder and manifest. Sample i depends only on
     (seed, i) and its batch, so the result is the same for any number of workers and a resumed run
     may use another number of workers (not another --batch-size: the settings record it)."""
-    from ..denoisers import set_precision
+    from ..denoisers import with_precision
     from ..models.loading import load_model, model_identity
 
     out = Path(args.out)
     on_main(dist, lambda: claim_output(args, out))
     denoiser = load_model(args.model, device=dist.device)
     check_memory(args.num, tuple(denoiser.sample_shape))
-    set_precision(denoiser, getattr(args, "dtype", "fp32"))
+    denoiser = with_precision(denoiser, args.dtype)
     settings = {
         "command": "sample", "model": args.model, "model_identity": model_identity(denoiser),
         "integrator": args.integrator, "steps": args.steps, "num": args.num, "seed": args.seed,
@@ -254,6 +256,7 @@ def run_plain(args: argparse.Namespace, denoiser, settings: dict, dist) -> int:
         "seconds": round(time.time() - t0, 3),
         "world_size": dist.world_size,
         "ranks": ranks,
+        "provenance": provenance(args.command_line),
     }
     write_sample_folder(out, merged["x"], merged["index"], manifest, denoiser.data_range, denoiser.is_image)
     store.remove()

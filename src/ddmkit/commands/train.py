@@ -5,6 +5,7 @@ import argparse
 
 from pathlib import Path
 
+from ..objectives import OBJECTIVES
 from ..training import TrainConfig, is_run_folder, train
 from .argtypes import MAX_BATCH, float_range, int_list, int_range, path_text, seed
 from .common import add_overwrite_argument, resolve_device, run_lock
@@ -13,10 +14,15 @@ from .common import add_overwrite_argument, resolve_device, run_lock
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a DDPM on faces, digits or an image folder (resumable)",
-        description="Train a diffusers UNet2DModel (DDPM epsilon-prediction, 1000 linear-beta steps, EMA). "
-        "Run the same command again after an interruption to resume from the last checkpoint.",
-        epilog="example: ddmkit train --data faces --steps 8000 --out runs/faces",
+        help="train a DDPM or EDM UNet2DModel on faces, digits or an image folder (resumable)",
+        description="Train a diffusers UNet2DModel with EMA. --objective eps (default): DDPM epsilon-prediction, "
+        "1000 linear-beta steps; v: v-prediction (Salimans & Ho 2022); eps-minsnr / v-minsnr: min-SNR-gamma "
+        "weighting (Hang et al. 2023); edm: EDM preconditioning (Karras et al. 2022), variance exploding, data in "
+        "[0, 1], sigma in [--sigma-min, --sigma-max] (default the DMCMC paper's 0.01, 50). The exported folder's "
+        "scheduler config records the parametrisation. Run the same command again after an interruption to "
+        "resume from the last checkpoint.",
+        epilog="example: ddmkit train --data faces --steps 8000 --out runs/faces; "
+        "ddmkit train --data digits --objective edm --out runs/digits-ve",
     )
     d = TrainConfig()
     p.add_argument("--data", default=d.data, type=path_text, help="'faces', 'digits', or a folder of images (default: faces)")
@@ -42,6 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="processes rendering synthetic-face batches ahead of the GPU (default 0: none)")
     p.add_argument("--max-seconds", type=float_range(0, low_open=True), default=None,
                    help="stop (checkpoint + export) after this wall time; the same command resumes")
+    p.add_argument("--objective", choices=OBJECTIVES, default=d.objective, help="training objective (default: eps)")
+    p.add_argument("--min-snr-gamma", type=float_range(0, 1e6, low_open=True), default=d.min_snr_gamma,
+                   help="gamma of the *-minsnr objectives (default 5)")
+    p.add_argument("--sigma-min", type=float_range(0, low_open=True), default=d.edm_sigma_min,
+                   help="edm: smallest sigma of the model (default 0.01)")
+    p.add_argument("--sigma-max", type=float_range(0, low_open=True), default=d.edm_sigma_max,
+                   help="edm: largest sigma of the model (default 50)")
+    p.add_argument("--sigma-data", type=float_range(0, low_open=True), default=d.sigma_data,
+                   help="edm: sigma_data (default 0.5)")
+    p.add_argument("--p-mean", type=float_range(-20, 20), default=d.p_mean, help="edm: mean of ln sigma in training (default -1.2)")
+    p.add_argument("--p-std", type=float_range(0, 20, low_open=True), default=d.p_std,
+                   help="edm: std of ln sigma in training (default 1.2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -54,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         attention_levels=tuple(bool(a) for a in args.attention), layers_per_block=args.layers_per_block,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
         checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, init_from=args.init_from,
-        device=resolve_device(args.device), workers=args.workers,
+        device=resolve_device(args.device), workers=args.workers, objective=args.objective,
+        min_snr_gamma=args.min_snr_gamma, edm_sigma_min=args.sigma_min, edm_sigma_max=args.sigma_max,
+        sigma_data=args.sigma_data, p_mean=args.p_mean, p_std=args.p_std,
     )
     cfg.validate()  # before anything is written
     inputs = [Path(p) for p in (args.data, args.init_from) if p and Path(p).exists()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_NUM, float_list, int_range, path_text, seed
 from .common import model_input_paths, resolve_device, run_lock
 
@@ -65,7 +66,8 @@ def _tune(args: argparse.Namespace) -> int:
     clf, clf_path = resolve_classifier(args.noise_classifier, args.model, den, identity, device=device)
     table = tune_dmcmc(den, clf, args.target_nfe, integrators=integrators, etas=args.etas, skip_shares=args.skip_shares,
                        num=args.num, chains=args.chains, seed=args.seed, out=args.out,
-                       header={"model": args.model, "model_identity": identity, "noise_classifier": clf_path},
+                       header={"model": args.model, "model_identity": identity, "noise_classifier": clf_path,
+                               "provenance": provenance(args.command_line)},
                        progress=not args.quiet)
     best = table["best"]
     if best is None:

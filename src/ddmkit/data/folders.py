@@ -61,9 +61,9 @@ def load_digits_images(resolution: int = 32) -> tuple[np.ndarray, np.ndarray]:
     return x.numpy(), d.target.astype(np.int64)
 
 
-def load_training_images(source: str, resolution: int) -> np.ndarray:
-    """A training set by name ("digits") or a folder of images."""
+def load_training_images(source: str, resolution: int, channels: int = 3) -> np.ndarray:
+    """A training set by name ("digits") or a folder of images (as `channels` 3: RGB, 1: grey), in [-1, 1]."""
     if source == "digits":
         return load_digits_images(resolution)[0]
     files = list_images(source)
-    return np.stack([load_image(f, resolution) for f in files])
+    return np.stack([load_image(f, resolution, channels) for f in files])

@@ -49,9 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..denoisers import unwrap
 from ..errors import DdmkitError
 from ..io import atomic_write_bytes, atomic_write_json, recover_dir, replace_dir
 from ..schedules import ve_classifier_grid
+from ..mixtures import GMMDenoiser
 
 FORMAT = "ddmkit-noise-classifier/1"
 TAU_MIN = 1e-3
@@ -332,7 +334,7 @@ def check_compatible(clf: NoiseLevelClassifier, denoiser, identity: dict | None 
                 f"noise classifier{where} was trained for model {mine.get('name')!r} (sha256 {mine['sha256'][:12]}...), "
                 f"not for {identity.get('name')!r} (sha256 {identity['sha256'][:12]}...); {fix}"
             )
-    domain = getattr(inner, "domain", None)
+    domain = inner.domain
     if meta.get("domain") and domain and meta["domain"] != domain:
         raise DdmkitError(f"noise classifier{where} is for {meta['domain']} data, the model makes {domain}; {fix}")
 
@@ -395,18 +397,21 @@ def faces_data(seed: int = 0, pool: int = 20_000, held_out: int = 2000) -> Class
 
 def data_for_model(denoiser, data: str | None, seed: int = 0) -> ClassifierData:
     """Clean data for `denoiser` (spec section 10): mixtures -> exact samples; `data` "faces",
-    "digits" or a folder of images; None -> the model's own domain (faces / digits)."""
+    "digits" or a folder of images; None -> the model's own domain (faces / digits). Images are mapped
+    from [-1, 1] to the model's data range (e.g. [0, 1] for VE models), and checked to lie in it."""
     from ..denoisers import Denoiser, unwrap
 
     inner = unwrap(denoiser) if isinstance(denoiser, Denoiser) else denoiser  # a model or its ModelFacts
-    if getattr(inner, "mixture", None) is not None:
+    mixture = inner.mixture if isinstance(inner, (GMMDenoiser, ModelFacts)) else None
+    if mixture is not None:
         if data not in (None, "mixture"):
             raise DdmkitError("a gmm: model trains its classifier on exact mixture samples; leave out --data")
-        return mixture_data(inner.mixture, seed)
-    data = data or getattr(inner, "domain", None)
+        return mixture_data(mixture, seed)
+    data = data or inner.domain
     if data is None:
         raise DdmkitError("give --data: 'faces', 'digits' or a folder of clean training images for this model")
     shape = tuple(inner.sample_shape)
+    rng = tuple(inner.data_range) if inner.data_range else (-1.0, 1.0)
     if data == "faces":
         d = faces_data(seed)
     elif data == "digits":
@@ -416,9 +421,25 @@ def data_for_model(denoiser, data: str | None, seed: int = 0) -> ClassifierData:
     else:
         from ..data.folders import load_training_images
 
-        d = array_data(load_training_images(data, shape[-1]), seed, description=f"images in {data}", flip=True)
+        d = array_data(load_training_images(data, shape[-1], channels=shape[0]), seed, description=f"images in {data}",
+                       flip=True)
     if tuple(d.held_out.shape[1:]) != shape:
         raise DdmkitError(f"--data {data} gives samples of shape {tuple(d.held_out.shape[1:])}, the model needs {shape}")
+    return to_data_range(d, rng)
+
+
+def to_data_range(d: ClassifierData, data_range: tuple[float, float]) -> ClassifierData:
+    """Images in [-1, 1] (what the image sources give) mapped affinely onto the model's data range; the
+    held-out set is checked to lie in that range (the classifier must see what the chains see)."""
+    lo, hi = float(data_range[0]), float(data_range[1])
+    if (lo, hi) != (-1.0, 1.0):
+        inner, scale = d.batch, 0.5 * (hi - lo)
+        d = ClassifierData(lambda step, size: lo + (inner(step, size) + 1) * scale, lo + (d.held_out + 1) * scale,
+                           d.description + f", mapped to [{lo:g}, {hi:g}]", d.domain)
+    x = d.held_out
+    if float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6:
+        raise DdmkitError(f"the classifier's training images span [{float(x.min()):.3g}, {float(x.max()):.3g}], "
+                          f"outside the model's data range [{lo:g}, {hi:g}]")
     return d
 
 
@@ -648,22 +669,24 @@ SHIPPED_SHAPES = {"faces": (3, 32, 32), "digits": (1, 32, 32)}
 def model_facts(spec: str, device: str = "cpu") -> ModelFacts:
     """Load `--model spec`; for the shipped faces/digits models whose weights are not there yet,
     fall back to their known facts (1000 linear betas 1e-4..0.02 -> sigma in [0.0100, 157.4])."""
-    from ..models.loading import SHIPPED, load_model, model_identity, shipped_model_dir
+    from ..assets import shipped_model
+    from ..models.loading import load_model, model_identity
 
     spec = spec or "default"
-    if spec in SHIPPED and not (shipped_model_dir(spec) / "unet" / "config.json").is_file():
+    asset = shipped_model(spec)
+    if asset is not None and asset.name in SHIPPED_SHAPES and not (asset.model_dir / "unet" / "config.json").is_file():
         from diffusers import DDPMScheduler
 
         from ..denoisers import vp_sigmas
 
         s = vp_sigmas(DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02).alphas_cumprod)
-        domain = SHIPPED[spec]
+        domain = asset.name
         return ModelFacts(float(s[0]), float(s[-1]), SHIPPED_SHAPES[domain], (-1.0, 1.0),
                           {"name": "default" if domain == "faces" else domain, "sha256": None}, domain)
     den = load_model(spec, device=device)
     return ModelFacts(float(den.sigma_min), float(den.sigma_max), tuple(den.sample_shape),
                       tuple(den.data_range) if den.data_range else None, model_identity(den),
-                      getattr(den, "domain", None), getattr(den, "mixture", None))
+                      den.domain, unwrap(den).mixture if isinstance(unwrap(den), GMMDenoiser) else None)
 
 
 # ----------------------------------------------------------------------------------- exact (mixtures)

@@ -25,11 +25,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..assets import shipped_model
 from ..errors import DdmkitError
 from .classifier import NoiseLevelClassifier, check_compatible, load_classifier, paths_for
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 
-SHIPPED_CLASSIFIERS = {"default": "faces", "faces": "faces", "digits": "digits"}
 
 # Called as AFTER_ROUND(output, state) once a round's part and state are saved (tests use it to
 # simulate an interruption).
@@ -37,10 +37,8 @@ AFTER_ROUND: Callable[[RoundOutput, ChainState], None] | None = None
 
 
 def shipped_classifier_path(model_spec: str | None) -> Path | None:
-    from ..models.loading import WEIGHTS_DIR
-
-    name = SHIPPED_CLASSIFIERS.get(model_spec or "default")
-    return WEIGHTS_DIR / f"{name}_noise_classifier" if name else None
+    asset = shipped_model(model_spec)
+    return asset.noise_classifier if asset is not None else None
 
 
 def resolve_classifier(path: str | None, model_spec: str | None, denoiser, identity: dict,
@@ -173,11 +171,11 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     nfe_counts = merge_nfe([r["nfe"] for r in reports])
     nfe = nfe_summary(_Tally(nfe_counts), chains)
     events = [e for r in reports for e in r["events"]]
-    inner_range = getattr(denoiser, "data_range", None)
+    inner_range = denoiser.data_range
     manifest = {
         **settings,
         "ddmkit_version": __version__,
-        "domain": getattr(denoiser, "domain", None),
+        "domain": denoiser.domain,
         "data_range": list(inner_range) if inner_range else None,
         "sample_shape": list(denoiser.sample_shape),
         "device": device,

@@ -29,6 +29,7 @@ from ..io import atomic_write_json
 from ..sampling import sample
 from .classifier import NoiseLevelClassifier
 from .dlg import DLGConfig, dlg_sample
+from ..mixtures import GMMDenoiser
 
 DEFAULT_ETAS = (0.05, 0.2, 0.8)
 DEFAULT_SKIP_SHARES = (0.2, 0.4, 0.6)
@@ -63,16 +64,17 @@ def settings_grid(target_nfe: int, integrators: Sequence[str], etas: Sequence[fl
 def default_metric(denoiser: Denoiser) -> tuple[str, Callable[[torch.Tensor], float]]:
     """(name, function of the samples) for the model's domain; lower is better."""
     inner = unwrap(denoiser)
-    if getattr(inner, "mixture", None) is not None:
+    if isinstance(inner, GMMDenoiser):
         from ..mixtures import frechet_to_mixture
 
         return "frechet_to_mixture", lambda x: frechet_to_mixture(x, inner.mixture)
-    domain = getattr(inner, "domain", None)
+    domain = inner.domain
     if domain in ("faces", "digits"):
         def fd(x: torch.Tensor) -> float:
-            from ..metrics.evaluate import evaluate_images
+            from ..metrics.evaluate import evaluate_images, to_metric_range
 
-            return float(evaluate_images(x.numpy(), domain, with_noise_floor=False)["fd"])
+            x = to_metric_range(x.numpy(), inner.data_range)  # e.g. a VE model's [0, 1] samples
+            return float(evaluate_images(x, domain, with_noise_floor=False)["fd"])
 
         return f"fd_{domain}", fd
     raise DdmkitError("tune-dmcmc scores samples with a domain metric: use a gmm: model or the faces/digits models")

@@ -33,6 +33,7 @@ from ..errors import DdmkitError
 from ..integrators import randn_like
 from .hspace import DEFAULT_MODULE, HSpace
 from .settings import HInjection, MixingStep, check_h_injection
+from ..denoisers import VPEpsDenoiser
 
 GRID_RULE = "int(linspace(0, 1, N) * t_m)"
 
@@ -58,7 +59,7 @@ class EpsModel:
 
     def __init__(self, denoiser, hspace_module: str = DEFAULT_MODULE):
         inner = unwrap(denoiser)
-        if not hasattr(inner, "eps") or not hasattr(inner, "sigmas"):
+        if not isinstance(inner, VPEpsDenoiser):
             raise DdmkitError(
                 f"{type(inner).__name__} is not a DDPM epsilon model; BoundaryDiffusion editing needs one "
                 "(the shipped default or a diffusers DDPM folder)"
@@ -81,8 +82,8 @@ class EpsModel:
 
     def clip_range(self) -> tuple[float, float] | None:
         """The x0 clamp of generation: the model's data range if it clips (`clip_denoised`), else None."""
-        rng = getattr(self.denoiser, "data_range", None)
-        return tuple(rng) if getattr(self.denoiser, "clip_denoised", False) and rng is not None else None
+        rng = self.denoiser.data_range
+        return tuple(rng) if self.denoiser.clip_denoised and rng is not None else None
 
     def abar(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])

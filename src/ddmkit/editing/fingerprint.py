@@ -20,5 +20,5 @@ def model_fingerprint(denoiser) -> dict:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         ident["sha256"] = h.hexdigest()
         ident["sha256_of"] = "state_dict"
-        ident["name"] = ident.get("name") or getattr(unwrap(denoiser), "name", "in-memory")
+        ident["name"] = ident.get("name") or unwrap(denoiser).name
     return ident

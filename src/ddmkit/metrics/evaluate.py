@@ -277,6 +277,19 @@ def evaluate_images(x: Any, domain: str = "faces", *, reference_seed: int | None
 
 # ------------------------------------------------------------------------------ sample folders
 
+def to_metric_range(x: np.ndarray, data_range: Any) -> np.ndarray:
+    """Samples in a model's data range (e.g. [0, 1] for VE models) mapped affinely onto [-1, 1], the range the
+    metrics read; None or [-1, 1]: unchanged."""
+    if data_range is None:
+        return x
+    lo, hi = float(data_range[0]), float(data_range[1])
+    if not lo < hi:
+        raise DdmkitError(f"data range [{lo}, {hi}] is empty; it must be [lo, hi] with lo < hi")
+    if (lo, hi) == (-1.0, 1.0):
+        return x
+    return ((np.asarray(x, np.float32) - lo) * (2.0 / (hi - lo)) - 1.0).astype(np.float32)
+
+
 def read_domain(folder: str | os.PathLike, domain: str | None = None, default: str | None = "faces") -> str | None:
     """`domain` if given, else the "domain" field of the record a ddmkit command left in the folder
     (manifest.json, edit.json or control.json), else `default`."""

@@ -2,6 +2,7 @@
 
     load_model("default")                                   # the shipped faces DDPM (also what None means)
     load_model("digits")                                    # the shipped digits DDPM
+    load_model("digits-ve")                                 # the shipped digits VE model (EDM, data in [0, 1])
     load_model("gmm:mix.json")                              # an exact Gaussian mixture
     load_model("path/to/folder")                            # a diffusers folder (pipeline or bare UNet)
     load_model("google/ddpm-cifar10-32")                    # a hub id: only from the local HF cache
@@ -9,9 +10,11 @@
     load_model("ddpm:celeba_hq.ckpt@celeba_hq")             # SDEdit / DiffusionCLIP / DDIM DDPM
     load_model("guided:afhqdog_p2.pt@afhqdog_p2")           # iDDPM / ADM (guided-diffusion)
 
-The scheduler config picks the parametrisation: DDPMScheduler / DDIMScheduler (VP epsilon, data in
-[-1, 1]) -> `VPEpsDenoiser`; ScoreSdeVeScheduler (VE score with Fourier sigma embedding, data in
-[0, 1]; the network centres its input itself) -> `VEScoreDenoiser`. Raw checkpoints are converted in
+The scheduler config picks the parametrisation: DDPMScheduler / DDIMScheduler (VP, its `prediction_type`
+epsilon, v_prediction or sample; data in [-1, 1]) -> `VPEpsDenoiser`; ScoreSdeVeScheduler (VE score with
+Fourier sigma embedding, data in [0, 1]; the network centres its input itself) -> `VEScoreDenoiser`;
+EDMEulerScheduler (EDM preconditioning with its sigma_data and prediction_type; data in [-1, 1] unless the
+folder's `ddmkit_model.json` gives its `data_range`) -> `EDMDenoiser`. Raw checkpoints are converted in
 memory on every load; `ddmkit convert` writes the diffusers folder once (`save_diffusers_folder`).
 
 Offline by design: nothing is downloaded and `from_pretrained` is never called with a hub id. A
@@ -30,21 +33,18 @@ from pathlib import Path
 
 import torch
 
-from ..denoisers import Denoiser, VPEpsDenoiser, unwrap
-from ..errors import ModelLoadError
+from ..assets import shipped_model
+from ..denoisers import Denoiser, EDMDenoiser, VPEpsDenoiser, unwrap
+from ..errors import DdmkitError, ModelLoadError
 from .checkpoints import build_unet, file_sha256, load_converted_state, read_checkpoint
+from ..mixtures import GMMDenoiser
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-SHIPPED = {"default": "faces", "faces": "faces", "digits": "digits"}
-_SHIPPED_DOMAIN = {"faces": "faces", "digits": "digits"}
 RAW_FORMATS = ("score-sde", "ddpm", "guided")
 VP_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
 VE_SCHEDULERS = ("ScoreSdeVeScheduler",)
+EDM_SCHEDULERS = ("EDMEulerScheduler",)
+MODEL_INFO_FILE = "ddmkit_model.json"  # optional facts a scheduler config cannot state: {"data_range": [lo, hi]}
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-
-
-def shipped_model_dir(name: str) -> Path:
-    return WEIGHTS_DIR / SHIPPED[name]
 
 
 def load_model(spec: str | None = "default", *, device: str | torch.device = "cpu", timestep_mode: str = "nearest") -> Denoiser:
@@ -54,16 +54,16 @@ def load_model(spec: str | None = "default", *, device: str | torch.device = "cp
         from ..mixtures import load_gmm_denoiser
 
         return load_gmm_denoiser(spec[4:])
-    if spec in SHIPPED:
-        folder = shipped_model_dir(spec)
-        if not (folder / "unet" / "config.json").is_file():
+    asset = shipped_model(spec)
+    if asset is not None:
+        if not (asset.model_dir / "unet" / "config.json").is_file():
             raise ModelLoadError(
-                f"the shipped {spec!r} model is missing from {folder}; reinstall ddmkit or train it with "
-                f"scripts/train_default_{SHIPPED[spec]}.sh"
+                f"the shipped {spec!r} model is missing from {asset.model_dir}; reinstall ddmkit or train it with "
+                f"{asset.train_script}"
             )
-        den = load_diffusers_folder(folder, device=device, timestep_mode=timestep_mode)
+        den = load_diffusers_folder(asset.model_dir, device=device, timestep_mode=timestep_mode)
         den.name = spec if spec != "faces" else "default"
-        den.domain = _SHIPPED_DOMAIN[SHIPPED[spec]]
+        den.domain = asset.domain
         return den
     raw = parse_raw_spec(spec)
     if raw is not None:
@@ -203,8 +203,9 @@ def _rename_legacy_attention(unet: torch.nn.Module, state: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 def denoiser_from_unet(unet: torch.nn.Module, sched_cfg: dict | None, *, name: str, timestep_mode: str = "nearest",
-                       source: str = "model") -> Denoiser:
-    """Wrap a network in the denoiser its scheduler config calls for (VP epsilon or VE score)."""
+                       source: str = "model", data_range: tuple[float, float] | None = None) -> Denoiser:
+    """Wrap a network in the denoiser its scheduler config calls for (VP, VE score or EDM); `data_range`
+    overrides the parametrisation's usual one (EDM folders state theirs in ddmkit_model.json)."""
     from .configs import bottleneck_module_name
 
     cls = (sched_cfg or {}).get("_class_name", "DDPMScheduler")
@@ -230,27 +231,58 @@ def denoiser_from_unet(unet: torch.nn.Module, sched_cfg: dict | None, *, name: s
             )
         den: Denoiser = VEScoreDenoiser(
             unet, sigma_min=float(sched_cfg.get("sigma_min", 0.01)), sigma_max=float(sched_cfg.get("sigma_max", 1348.0)),
-            sample_shape=shape, data_range=(0.0, 1.0), name=name,
+            sample_shape=shape, data_range=data_range or (0.0, 1.0), name=name,
         )
     elif cls in VP_SCHEDULERS:
         from diffusers import DDPMScheduler
 
         cfg = {k: v for k, v in (sched_cfg or {}).items() if not k.startswith("_")}
-        if cfg.get("prediction_type", "epsilon") != "epsilon":
-            raise ModelLoadError(f"{source}: prediction_type {cfg.get('prediction_type')!r} is not supported yet (epsilon only)")
+        ptype = cfg.get("prediction_type", "epsilon")
+        if ptype not in ("epsilon", "v_prediction", "sample"):
+            raise ModelLoadError(f"{source}: prediction_type {ptype!r} is not supported (epsilon, v_prediction, sample)")
         try:
             sched = DDPMScheduler.from_config(cfg)
         except Exception as e:
             raise ModelLoadError(f"{source}: bad scheduler config ({e})") from None
-        den = VPEpsDenoiser(unet, sched.alphas_cumprod, shape, timestep_mode=timestep_mode, name=name)
+        den = VPEpsDenoiser(unet, sched.alphas_cumprod, shape, timestep_mode=timestep_mode, name=name,
+                            prediction_type=ptype, data_range=data_range or (-1.0, 1.0))
+    elif cls in EDM_SCHEDULERS:
+        den = _edm_denoiser(unet, sched_cfg, shape, name, source, data_range)
     else:
         raise ModelLoadError(
-            f"{source}: scheduler {cls} is not supported; ddmkit reads {', '.join(VP_SCHEDULERS + VE_SCHEDULERS)} "
-            "folders (edit scheduler_config.json if the network is a DDPM epsilon or a VE score model)"
+            f"{source}: scheduler {cls} is not supported; ddmkit reads "
+            f"{', '.join(VP_SCHEDULERS + VE_SCHEDULERS + EDM_SCHEDULERS)} folders (edit scheduler_config.json if "
+            "the network is a DDPM, a VE score or an EDM-preconditioned model)"
         )
     den.bottleneck = bottleneck_module_name(unet)
     den.domain = None
     return den
+
+
+def _edm_denoiser(unet, sched_cfg: dict, shape, name: str, source: str, data_range) -> Denoiser:
+    """EDMEulerScheduler config -> `EDMDenoiser` (diffusers' defaults where the config is silent)."""
+    if unet.config.get("time_embedding_type", "positional") == "fourier":
+        raise ModelLoadError(f"{source}: an EDM model's UNet takes c_noise = ln(sigma)/4 as its timestep; this one "
+                             "has Fourier features (a score model: use a ScoreSdeVeScheduler config)")
+    try:
+        return EDMDenoiser(unet, float(sched_cfg.get("sigma_min", 0.002)), float(sched_cfg.get("sigma_max", 80.0)),
+                           float(sched_cfg.get("sigma_data", 0.5)), shape,
+                           prediction_type=sched_cfg.get("prediction_type", "epsilon"),
+                           data_range=data_range or (-1.0, 1.0), name=name)
+    except DdmkitError as e:
+        raise ModelLoadError(f"{source}: bad EDMEulerScheduler config ({e})") from None
+
+
+def read_model_info(folder: Path) -> dict:
+    """The folder's ddmkit_model.json (facts a scheduler config cannot state), or {}; its data_range is checked."""
+    path = folder / MODEL_INFO_FILE
+    if not path.is_file():
+        return {}
+    info = _read_json(path)
+    rng = info.get("data_range")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 2 and float(rng[0]) < float(rng[1])):
+        raise ModelLoadError(f"{path}: data_range must be [lo, hi] with lo < hi, got {rng!r}")
+    return info
 
 
 def load_diffusers_folder(folder: str | os.PathLike, *, device="cpu", timestep_mode: str = "nearest") -> Denoiser:
@@ -260,8 +292,10 @@ def load_diffusers_folder(folder: str | os.PathLike, *, device="cpu", timestep_m
         raise ModelLoadError(f"model folder {folder} does not exist")
     unet_dir = _find_unet_dir(folder)
     sched_cfg = _find_scheduler_config(folder)
+    rng = read_model_info(folder).get("data_range")
     unet = _load_unet(unet_dir, device)
-    den = denoiser_from_unet(unet, sched_cfg, name=str(folder), timestep_mode=timestep_mode, source=str(folder))
+    den = denoiser_from_unet(unet, sched_cfg, name=str(folder), timestep_mode=timestep_mode, source=str(folder),
+                             data_range=tuple(float(v) for v in rng) if rng else None)
     den.folder = str(folder)
     return den
 
@@ -336,10 +370,10 @@ def model_identity(denoiser: Denoiser) -> dict:
     file (`identity_sha256` in ddmkit_conversion.json); other folders: the SHA-256 of their weights.
     """
     inner = unwrap(denoiser)
-    folder = getattr(inner, "folder", None)
-    checkpoint = getattr(inner, "checkpoint", None)
+    folder = inner.folder
+    checkpoint = inner.checkpoint
     digest = None
-    conversion = {k: v for k, v in (getattr(inner, "conversion", None) or {}).items() if k in ("format", "config", "weights")}
+    conversion = {k: v for k, v in (inner.conversion or {}).items() if k in ("format", "config", "weights")}
     if folder:
         prov_path = Path(folder) / "ddmkit_conversion.json"
         prov = _read_json(prov_path) if prov_path.is_file() else {}
@@ -354,7 +388,7 @@ def model_identity(denoiser: Denoiser) -> dict:
                     break
     elif checkpoint:
         digest = file_sha256(checkpoint)
-    elif hasattr(inner, "mixture"):
+    elif isinstance(inner, GMMDenoiser):
         digest = hashlib.sha256(json.dumps(inner.mixture.to_json()).encode()).hexdigest()
     ident = {"name": inner.name, "sha256": digest}
     if conversion:
