@@ -302,15 +302,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
     after every optimizer step (the loss a device tensor: reading it waits for the step).
     """
     run = Path(out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DdmkitError(f"--device {cfg.device} asked for, but CUDA is not available here; use --device cpu")
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    device = _prepare_device(cfg)
     torch.manual_seed(cfg.seed)
     check_objective(cfg.objective)
     check_fast_options(cfg.fast, cfg.device, cfg.workers)
@@ -324,69 +316,114 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
     net = prepare_network(model, cfg.fast, device)  # the model itself unless --dtype bf16, --channels-last, --compile
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start = 0
+    ema, start = _resume(run, cfg, model, opt, ema, device)
+    alphas_cumprod = scheduler.alphas_cumprod.float().to(device) if cfg.objective != "edm" else None
+    log_path = _open_log(run, start)
+    (run / "training_config.json").write_text(json.dumps(_config_json(cfg), indent=2))
+    model.train()
+    loop = _Loop(cfg, run, model, net, opt, ema, device, alphas_cumprod, log_path, max_seconds, callback)
+    step = loop.run(batch_of, start, progress)
+    return export_pipeline(run, cfg, ema, channels, completed_steps=step)
+
+
+def _prepare_device(cfg: TrainConfig) -> torch.device:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DdmkitError(f"--device {cfg.device} asked for, but CUDA is not available here; use --device cpu")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def _resume(run: Path, cfg: TrainConfig, model, opt, ema: dict, device) -> tuple[dict, int]:
+    """(EMA weights, the step to start from): the checkpoint's where `run` holds one of this config."""
     ckpt = run / "checkpoint"
     recover_dir(ckpt)
-    if ckpt.exists():
-        state = _read_state(ckpt)
-        if _comparable(state["config"]) != _comparable(_config_json(cfg)):
-            raise DdmkitError(
-                f"{run} holds a checkpoint of a different training config; use a new --out or the same settings"
-            )
-        try:
-            model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-            ema = {k: v.to(device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
-            opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
-        except Exception as e:  # truncated files (safetensors / torch raise their own types)
-            raise DdmkitError(f"the checkpoint {ckpt} is unreadable ({e.__class__.__name__}); delete it to start over, "
-                              "or choose another --out") from None
-        start = int(state["step"])
-    alphas_cumprod = scheduler.alphas_cumprod.float().to(device) if cfg.objective != "edm" else None
+    if not ckpt.exists():
+        return ema, 0
+    state = _read_state(ckpt)
+    if _comparable(state["config"]) != _comparable(_config_json(cfg)):
+        raise DdmkitError(f"{run} holds a checkpoint of a different training config; use a new --out or the same settings")
+    try:
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        ema = {k: v.to(device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
+    except Exception as e:  # truncated files (safetensors / torch raise their own types)
+        raise DdmkitError(f"the checkpoint {ckpt} is unreadable ({e.__class__.__name__}); delete it to start over, "
+                          "or choose another --out") from None
+    return ema, int(state["step"])
+
+
+def _open_log(run: Path, start: int) -> Path:
+    """train_log.csv, new, or cut back to the rows up to the checkpoint a run resumes from."""
     log_path = run / "train_log.csv"
     if start == 0 or not log_path.exists():
         log_path.write_text("step,loss,lr,seconds\n")
-    else:  # drop log rows written after the checkpoint we resume from
+    else:
         rows = log_path.read_text().splitlines()
         kept = [rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]
         log_path.write_text("\n".join(kept) + "\n")
-    (run / "training_config.json").write_text(json.dumps(_config_json(cfg), indent=2))
-    model.train()
-    t0 = time.time()
-    running = None
-    step = start
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
-    batches = _batches(batch_of, range(start, cfg.steps), cfg.workers if cfg.data == "faces" else 0)
-    for step, x0 in zip(bar, batches):
-        gen = step_generator(cfg.fast, cfg.seed * 7_919 + step, device)  # the CPU's (same on every device) by default
+    return log_path
+
+
+class _Loop:
+    """The optimizer steps of a run: warm-up, loss, clipped step, EMA, log, checkpoints, time limit."""
+
+    def __init__(self, cfg, run, model, net, opt, ema, device, alphas_cumprod, log_path, max_seconds, callback):
+        self.cfg, self.run_dir, self.model, self.net, self.opt, self.ema = cfg, run, model, net, opt, ema
+        self.device, self.alphas_cumprod, self.log_path = device, alphas_cumprod, log_path
+        self.max_seconds, self.callback = max_seconds, callback
+
+    def run(self, batch_of, start: int, progress: bool) -> int:
+        """Steps from `start` towards cfg.steps; returns the number of steps completed."""
+        cfg = self.cfg
+        self.t0, self.running = time.time(), None
+        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
+        batches = _batches(batch_of, range(start, cfg.steps), cfg.workers if cfg.data == "faces" else 0)
+        step = start
+        for step, x0 in zip(bar, batches):
+            lr = self.step(step, x0)
+            out_of_time = self.max_seconds is not None and time.time() - self.t0 >= self.max_seconds
+            self.log(step, lr, bar)
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or out_of_time:
+                _save_checkpoint(self.run_dir, self.model, self.ema, self.opt, step + 1, cfg)
+            if out_of_time:
+                step += 1
+                break
+        else:
+            step = cfg.steps
+        bar.close()
+        batches.close()
+        return step
+
+    def step(self, step: int, x0: torch.Tensor) -> float:
+        cfg = self.cfg
+        gen = step_generator(cfg.fast, cfg.seed * 7_919 + step, self.device)  # the CPU's (same on every device) by default
         lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        for g in opt.param_groups:
+        for g in self.opt.param_groups:
             g["lr"] = lr
-        loss = _step_loss(cfg, net, x0, gen, device, alphas_cumprod)
-        opt.zero_grad(set_to_none=True)
+        loss = _step_loss(cfg, self.net, x0, gen, self.device, self.alphas_cumprod)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        _ema_update(self.ema, self.model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         loss = loss.detach()  # a running mean kept on the device: no host sync per step
-        running = loss if running is None else 0.98 * running + 0.02 * loss
-        if callback is not None:
-            callback({"step": step + 1, "loss": loss})
+        self.running = loss if self.running is None else 0.98 * self.running + 0.02 * loss
+        if self.callback is not None:
+            self.callback({"step": step + 1, "loss": loss})
+        return lr
+
+    def log(self, step: int, lr: float, bar) -> None:
         if (step + 1) % 25 == 0:
-            value = float(running)
+            value = float(self.running)
             bar.set_postfix(loss=f"{value:.4f}")
-            with open(log_path, "a") as f:
-                f.write(f"{step + 1},{value:.6f},{lr:.3g},{time.time() - t0:.1f}\n")
-        out_of_time = max_seconds is not None and time.time() - t0 >= max_seconds
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or out_of_time:
-            _save_checkpoint(run, model, ema, opt, step + 1, cfg)
-        if out_of_time:
-            step += 1
-            break
-    else:
-        step = cfg.steps
-    bar.close()
-    batches.close()
-    return export_pipeline(run, cfg, ema, channels, completed_steps=step)
+            with open(self.log_path, "a") as f:
+                f.write(f"{step + 1},{value:.6f},{lr:.3g},{time.time() - self.t0:.1f}\n")
 
 
 def export_pipeline(run: Path, cfg: TrainConfig, ema: dict[str, torch.Tensor], channels: int,
