@@ -249,40 +249,42 @@ def _score_sde_orig(image_size, sigma_max, ch_mult, num_res_blocks, progressive,
     }
 
 
-def _build() -> dict[str, Arch]:
-    a: dict[str, Arch] = {}
+VP_RANGE = (-1.0, 1.0)
+Entry = tuple  # (Arch, *aliases)
 
-    def add(arch: Arch, *aliases: str) -> None:
-        for n in (arch.name, *aliases):
-            a[n] = arch
 
-    vp = (-1.0, 1.0)
-    # --- diffusers hub layouts (DDPM, Ho et al. 2020, converted by diffusers) -----------------------
+def _ddpm_archs() -> list[Entry]:
+    """DDPM (Ho et al. 2020): the diffusers hub layouts and the SDEdit / DiffusionCLIP / DDIM raw checkpoints."""
+    vp = VP_RANGE
     cifar = _ddpm_orig((1, 2, 2, 2), 32, dropout=0.1)
-    add(Arch("google/ddpm-cifar10-32", "diffusers", "ddpm", ddpm_unet_config(cifar),
-             ddpm_scheduler_config("fixed_large"), vp, 200, cifar,
-             "DDPM CIFAR-10 (35.7M params); 200 chains as in the DMCMC CIFAR-10 runs"))
     hq = _ddpm_orig((1, 1, 2, 2, 4, 4), 256)
+    out: list[Entry] = [(Arch("google/ddpm-cifar10-32", "diffusers", "ddpm", ddpm_unet_config(cifar),
+                              ddpm_scheduler_config("fixed_large"), vp, 200, cifar,
+                              "DDPM CIFAR-10 (35.7M params); 200 chains as in the DMCMC CIFAR-10 runs"),)]
     for repo, note in (("google/ddpm-celebahq-256", "DDPM CelebA-HQ 256 (113.7M params)"),
                        ("google/ddpm-ema-celebahq-256", "DDPM CelebA-HQ 256, EMA weights"),
                        ("google/ddpm-ema-church-256", "DDPM LSUN church 256, EMA weights"),
                        ("google/ddpm-ema-bedroom-256", "DDPM LSUN bedroom 256, EMA weights")):
-        add(Arch(repo, "diffusers", "ddpm", ddpm_unet_config(hq), ddpm_scheduler_config("fixed_small"), vp, 1, hq,
-                 note + "; batch 1 as in BoundaryDiffusion editing"))
-    # --- SDEdit / DiffusionCLIP / BoundaryDiffusion / DDIM checkpoints (same networks, raw keys) ------
+        out.append((Arch(repo, "diffusers", "ddpm", ddpm_unet_config(hq), ddpm_scheduler_config("fixed_small"), vp, 1,
+                         hq, note + "; batch 1 as in BoundaryDiffusion editing"),))
     for name, aliases, note in (
         ("celeba_hq", ("celeba-hq", "celebahq"), "SDEdit/DiffusionCLIP celeba_hq.ckpt (BoundaryDiffusion CelebA-HQ)"),
         ("church", ("church_outdoor",), "SDEdit church_outdoor.ckpt (BoundaryDiffusion LSUN church)"),
         ("bedroom", (), "SDEdit bedroom.ckpt (BoundaryDiffusion LSUN bedroom)"),
     ):
-        add(Arch(name, "ddpm", "ddpm", ddpm_unet_config(hq), ddpm_scheduler_config("fixed_small"), vp, 1, hq, note),
-            *aliases)
-    add(Arch("cifar10", "ddpm", "ddpm", ddpm_unet_config(cifar), ddpm_scheduler_config("fixed_large"), vp, 200, cifar,
-             "DDIM-repo CIFAR-10 DDPM (model-790000.ckpt), the network of google/ddpm-cifar10-32"))
+        out.append((Arch(name, "ddpm", "ddpm", ddpm_unet_config(hq), ddpm_scheduler_config("fixed_small"), vp, 1, hq,
+                         note), *aliases))
+    out.append((Arch("cifar10", "ddpm", "ddpm", ddpm_unet_config(cifar), ddpm_scheduler_config("fixed_large"), vp, 200,
+                     cifar, "DDIM-repo CIFAR-10 DDPM (model-790000.ckpt), the network of google/ddpm-cifar10-32"),))
     celeba64 = _ddpm_orig((1, 2, 2, 2, 4), 64, dropout=0.1)
-    add(Arch("celeba", "ddpm", "ddpm", ddpm_unet_config(celeba64), ddpm_scheduler_config("fixed_large"), vp, 1,
-             celeba64, "DDIM-repo CelebA 64 DDPM (ckpt.pth)"))
-    # --- score_sde VE NCSN++ continuous (the DMCMC official models) ----------------------------------
+    out.append((Arch("celeba", "ddpm", "ddpm", ddpm_unet_config(celeba64), ddpm_scheduler_config("fixed_large"), vp, 1,
+                     celeba64, "DDIM-repo CelebA 64 DDPM (ckpt.pth)"),))
+    return out
+
+
+def _score_sde_archs() -> list[Entry]:
+    """score_sde VE NCSN++ continuous (the DMCMC official models), and the hub's converted CelebA-HQ one."""
+    out: list[Entry] = []
     for name, orig, batch, note in (
         ("cifar10_ncsnpp_continuous", _score_sde_orig(32, 50.0, (1, 2, 2, 2), 4, "none", "residual", 1000, 0.16,
                                                       dropout=0.1),
@@ -302,11 +304,15 @@ def _build() -> dict[str, Arch]:
     ):
         sched = ve_scheduler_config(orig["sigma_min"], orig["sigma_max"], orig["num_scales"], orig["snr"])
         family = "ncsnpp" if orig["progressive"] == "output_skip" else "ncsnpp-residual"
-        add(Arch(name, "score-sde", family, ncsnpp_unet_config(orig), sched, (0.0, 1.0), batch, orig, note))
-    hub_ncsnpp = a["celebahq_256_ncsnpp_continuous"]
-    add(Arch("google/ncsnpp-celebahq-256", "diffusers", "ncsnpp", hub_ncsnpp.unet, hub_ncsnpp.scheduler, (0.0, 1.0), 20,
-             hub_ncsnpp.original, "score_sde CelebA-HQ 256 VE NCSN++ as converted by diffusers"))
-    # --- iDDPM / ADM (guided-diffusion family) -------------------------------------------------------
+        out.append((Arch(name, "score-sde", family, ncsnpp_unet_config(orig), sched, (0.0, 1.0), batch, orig, note),))
+    hub = out[2][0]
+    out.append((Arch("google/ncsnpp-celebahq-256", "diffusers", "ncsnpp", hub.unet, hub.scheduler, (0.0, 1.0), 20,
+                     hub.original, "score_sde CelebA-HQ 256 VE NCSN++ as converted by diffusers"),))
+    return out
+
+
+def _adm_archs() -> list[Entry]:
+    """iDDPM / ADM (the guided-diffusion family)."""
     afhq = {  # BoundaryDiffusion / DiffusionCLIP models/improved_ddpm/script_util.py AFHQ_DICT
         "image_size": 256, "num_channels": 128, "num_res_blocks": 1, "channel_mult": [1, 1, 2, 2, 4, 4],
         "attention_resolutions": "16", "num_heads": 4, "num_head_channels": 64, "num_heads_upsample": -1,
@@ -314,9 +320,18 @@ def _build() -> dict[str, Arch]:
         "use_scale_shift_norm": True, "use_new_attention_order": False, "use_fp16": False,
         "diffusion_steps": 1000, "noise_schedule": "linear",
     }
-    add(Arch("afhqdog_p2", "guided", "adm", adm_unet_config(afhq), ddpm_scheduler_config("learned_range"), vp, 1, afhq,
-             "iDDPM/ADM AFHQ-Dog 256 (afhqdog_p2.pt, P2 weighting; BoundaryDiffusion AFHQ)"), "afhq", "afhq_dog")
-    return a
+    return [(Arch("afhqdog_p2", "guided", "adm", adm_unet_config(afhq), ddpm_scheduler_config("learned_range"),
+                  VP_RANGE, 1, afhq, "iDDPM/ADM AFHQ-Dog 256 (afhqdog_p2.pt, P2 weighting; BoundaryDiffusion AFHQ)"),
+             "afhq", "afhq_dog")]
+
+
+def _build() -> dict[str, Arch]:
+    """Every known architecture by name and alias."""
+    table: dict[str, Arch] = {}
+    for arch, *aliases in _ddpm_archs() + _score_sde_archs() + _adm_archs():
+        for n in (arch.name, *aliases):
+            table[n] = arch
+    return table
 
 
 ARCHS: dict[str, Arch] = _build()
