@@ -78,8 +78,8 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-skip", type=int, default=10, help="Langevin-Gibbs steps per output (default 10)")
     g.add_argument("--chains", type=int, default=0, help="persistent chains (default: min(--num, --batch-size))")
     g.add_argument("--noise-classifier", metavar="PATH", default=None,
-                   help="PATH(.safetensors/.json) from `ddmkit noise-classifier train` (default: the one shipped "
-                   "for default/digits)")
+                   help="PATH(.safetensors/.json) from `ddmkit noise-classifier train`, or 'oracle' (gmm: models: the "
+                   "exact posterior over the sigma grid) (default: the one shipped for default/digits)")
     g.add_argument("--classifier-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="the noise-level classifier's precision: fp32, or bf16 (CPU/CUDA) / fp16 (CUDA) autocast "
                    "(default: fp32)")

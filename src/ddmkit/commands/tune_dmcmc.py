@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="default", help="'default', 'digits', gmm:PATH.json or a diffusers folder")
     p.add_argument("--target-nfe", type=int, required=True, help="NFE per sample: n_skip + integrator + 1")
-    p.add_argument("--noise-classifier", metavar="PATH", default=None, help="default: the one shipped for the model")
+    p.add_argument("--noise-classifier", metavar="PATH", default=None, help="PATH, or 'oracle' for a gmm: model (default: the one shipped for the model)")
     p.add_argument("--integrators", default="kar1,kar2,rd,em,pf,ddim",
                    help="comma-separated (default kar1,kar2,rd,em,pf,ddim; rk45's NFE is not budgetable)")
     p.add_argument("--etas", type=_floats, default=DEFAULT_ETAS, help=f"DLG etas in [0,1]-data units (default {','.join(map(str, DEFAULT_ETAS))})")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import DdmkitError
-from .classifier import NoiseLevelClassifier, check_compatible, load_classifier, paths_for
+from .classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_classifier, oracle_classifier, paths_for
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 
 SHIPPED_CLASSIFIERS = {"default": "faces", "faces": "faces", "digits": "digits"}
@@ -45,8 +45,11 @@ def shipped_classifier_path(model_spec: str | None) -> Path | None:
 
 def resolve_classifier(path: str | None, model_spec: str | None, denoiser, identity: dict,
                        device="cpu") -> tuple[NoiseLevelClassifier, str]:
-    """The classifier given by --noise-classifier, else the one shipped for the model; checked
-    against the model (DdmkitError naming the fix otherwise)."""
+    """The classifier given by --noise-classifier (a file, or the name `oracle`: the exact posterior of a
+    gmm: model), else the one shipped for the model; checked against the model (DdmkitError naming the
+    fix otherwise). Returns the classifier and its weights file (`oracle` for the oracle)."""
+    if path == ORACLE:
+        return oracle_classifier(denoiser).to(device), ORACLE
     if path is None:
         shipped = shipped_classifier_path(model_spec)
         if shipped is None:
@@ -55,6 +58,11 @@ def resolve_classifier(path: str | None, model_spec: str | None, denoiser, ident
                 f"`ddmkit noise-classifier train --model {model_spec} --out PATH` and pass --noise-classifier PATH"
             )
         path = str(shipped)
+    elif not all(p.is_file() for p in paths_for(path)):
+        w, m = paths_for(path)
+        raise DdmkitError(f"--noise-classifier {path!r} is not a known name ({ORACLE}: the exact posterior, gmm: models "
+                          f"only) and its files are not found ({w.name}, {m.name}); train one with "
+                          "`ddmkit noise-classifier train --model M --out PATH`")
     clf = load_classifier(path, device=device)
     check_compatible(clf, denoiser, identity, path=str(path))
     return clf, str(paths_for(path)[0])
@@ -128,7 +136,8 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     if getattr(args, "classifier_compile", False):
         clf.compile()
     settings = {**base_settings, "dmcmc": {**config.to_json(denoiser), "chains": chains,
-                                           "noise_classifier": clf_path, "noise_classifier_sha256": file_sha256(clf_path),
+                                           "noise_classifier": clf_path,
+                                           "noise_classifier_sha256": None if clf_path == ORACLE else file_sha256(clf_path),
                                            "noise_classifier_dtype": clf.dtype}}
     store = PartStore(out, settings)
     check_layout(store.dir, W)
