@@ -148,6 +148,35 @@ def unwrap(denoiser: Denoiser) -> Denoiser:
     return denoiser
 
 
+class ClipView(Denoiser):
+    """The model `inner` with its own `clip_denoised` (a view: the shared model is left as it is), e.g.
+    the unclipped D inside DLG's Langevin score on a DDPM that clips by default."""
+
+    def __init__(self, inner: Denoiser, clip: bool):
+        self.inner = unwrap(inner)
+        self.clip_denoised = bool(clip)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.inner.denoise(x, sigma)
+
+    @property
+    def autocast_dtype(self):
+        return self.inner.autocast_dtype
+
+    @property
+    def data_range(self):
+        return self.inner.data_range
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    def __getattr__(self, name: str):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 def vp_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """sigma_t = sqrt((1 - abar_t) / abar_t): the VE noise level of each discrete DDPM step."""
     a = alphas_cumprod.double()
