@@ -110,11 +110,83 @@ def test_chain_trace_and_switch_rate():
 def test_integrator_from_exact_samples_recovers_the_mixture(gmm_2d):
     mix = gmm_2d.mixture
     x0 = mix.sample(4000, torch.Generator().manual_seed(2))[0]
-    x, nfe = dg.integrate_from_truth(gmm_2d, x0, np.full(4000, 1.5), "kar1", 30, seed=0)
+    x, nfe, start = dg.integrate_from_truth(gmm_2d, x0, np.full(4000, 1.5), "kar1", 30, seed=0)
+    assert np.all(start == 1.5)
     assert nfe == 2 * 30 - 3 + 1
     err = dg.mixture_errors(x, mix)
     floor = dg.mixture_errors(mix.sample(4000, torch.Generator().manual_seed(3))[0], mix)
     assert err["weight_error"] < 0.03 and err["std_error"] < 0.05 and err["mean_error"] < 0.06
     assert floor["std_error"] < 0.05 and floor["frechet"] < 0.1
-    few, _ = dg.integrate_from_truth(gmm_2d, x0, np.full(4000, 1.5), "kar1", 3, seed=0)
+    few, _, _ = dg.integrate_from_truth(gmm_2d, x0, np.full(4000, 1.5), "kar1", 3, seed=0)
     assert dg.mixture_errors(few, mix)["std_error"] > 3 * err["std_error"]  # two Heun/Euler steps from 1.5: too few
+    clf = oracle_classifier(gmm_2d)
+    _, _, est = dg.integrate_from_truth(gmm_2d, x0[:500], np.full(500, 1.5), "kar1", 3, start_sigma=clf.sigma)
+    assert np.median(np.abs(np.log(est / 1.5))) < 0.5 and len(np.unique(est)) > 10  # the oracle's estimates of 1.5
+
+
+# ----------------------------------------------------------------------------- the fixes' switches
+
+def _overshooting_vp():
+    """A VP 'model' whose epsilon is -3 everywhere: D = x + 3 sigma leaves [-1, 1], so clipping matters."""
+    from diffusers import DDPMScheduler
+
+    from ddmkit.denoisers import VPEpsDenoiser
+
+    acp = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").alphas_cumprod
+    return VPEpsDenoiser(lambda x, t: torch.full_like(x, -3.0), acp, (2,))
+
+
+def test_clip_view_changes_only_the_view():
+    from ddmkit.denoisers import ClipView
+
+    den = _overshooting_vp()
+    x, s = torch.tensor([[0.2, -0.5], [0.9, 0.1]]), torch.tensor([0.5, 2.0])
+    raw = x + 3 * s[:, None]
+    assert torch.allclose(den(x, s), raw.clamp(-1, 1)) and den.clip_denoised
+    assert torch.allclose(ClipView(den, False)(x, s), raw) and den.clip_denoised  # the shared model is unchanged
+    assert torch.allclose(ClipView(den, True)(x, s), raw.clamp(-1, 1))
+
+
+@pytest.mark.parametrize("clip", [None, True, False])
+def test_langevin_clip_sets_the_score_and_counts_its_calls(clip):
+    from ddmkit.dmcmc.classifier import NoiseLevelClassifier, NoiseLevelNet
+    from ddmkit.integrators import PerSampleGenerator
+
+    den = _overshooting_vp()
+    clf = NoiseLevelClassifier(NoiseLevelNet((2,), 10, data_range=(-1, 1)), den.sigma_min, den.sigma_max)
+    sampler = DLGSampler(den, clf, DLGConfig(integrator="kar1", steps=3, eta=0.1, n_skip=1, langevin_clip=clip), chains=3)
+    x, s = torch.tensor([[0.2, -0.5], [0.9, 0.1], [0.0, 0.0]]), torch.tensor([0.5, 2.0, 1.0])
+    eta = sampler.eta
+    got = sampler.langevin(x, s, eta, PerSampleGenerator([1, 2, 3]))
+    z = PerSampleGenerator([1, 2, 3]).randn((3, 2))
+    d = x + 3 * s[:, None]
+    d = d if clip is False else d.clamp(-1, 1)  # None: as the model, which clips
+    assert torch.allclose(got, x + 0.5 * eta * (d - x) / s[:, None] ** 2 + eta**0.5 * z, atol=1e-5)
+    assert sampler.counter.nfe == 1 and den.clip_denoised
+
+
+def test_burn_in_stopped_at_a_noise_level(gmm_2d):
+    from ddmkit.dmcmc.dlg import dlg_sample, parse_burn_in
+
+    b = parse_burn_in("8:0:2@eta:0.5")
+    assert (b.kar2_steps, b.perturb, b.warmup, b.stop) == (8, 0.0, ((2, None),), 0.5) and b.describe() == "8:0:2@eta:0.5"
+    assert parse_burn_in("20:0.5:10@0.5,10@eta").stop == 0 and parse_burn_in("auto").describe() == "20:0.5:10@0.5,10@eta"
+    for bad in ("8:0:2@eta:-1", "2:0:2@eta:0.5", "8:0:2@eta:0.5:1"):
+        with pytest.raises(DdmkitError, match="--burn-in"):
+            parse_burn_in(bad)
+    clf = oracle_classifier(gmm_2d)
+    sampler = DLGSampler(gmm_2d, clf, DLGConfig(integrator="kar1", steps=3, eta=0.01, n_skip=1, burn_in=b), chains=400)
+    x, sigma, nfe = sampler.burn_in(list(range(400)), [0] * 400)
+    assert nfe == 2 * (8 - 2) + 2  # Heun steps between sigma_max and 0.5, no step to 0, two warm-up steps
+    assert 0.3 < float(sigma.median()) < 0.8  # the oracle reads the level the integration stopped at
+    res = dlg_sample(gmm_2d, clf, DLGConfig(integrator="kar1", steps=3, eta=0.01, n_skip=1, burn_in=b), num=20, chains=10)
+    assert res.nfe["burn_in_per_chain"] == 14 and res.nfe["per_output"] == 1 + 3 + 1
+
+
+def test_langevin_clip_flag(tmp_path, mixture_json, capsys):
+    base = ["sample", "--model", f"gmm:{mixture_json}", "--num", "4", "--quiet"]
+    assert main(base + ["--dmcmc", "--noise-classifier", "oracle", "--langevin-clip", "off", "--steps", "3", "--n-skip", "1",
+                        "--chains", "4", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["dmcmc"]["langevin_clip"] is False
+    assert main(base + ["--langevin-clip", "off", "--out", str(tmp_path / "b")]) == 2
+    assert "--langevin-clip applies to --dmcmc" in capsys.readouterr().err and not (tmp_path / "b").exists()

@@ -24,7 +24,7 @@ lag a run holds is used, so frozen chains read exactly 1 / T.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -116,22 +116,28 @@ def sigma_star_summary(sigma_star: np.ndarray, per_decade: int = 10) -> dict:
 @torch.no_grad()
 def integrate_from_truth(denoiser: Denoiser, x0: torch.Tensor, sigma: np.ndarray | torch.Tensor, integrator: str,
                          steps: int, *, seed: int = 0, tweedie: bool = True, options: dict | None = None,
-                         batch_size: int = 1000) -> tuple[torch.Tensor, float]:
+                         start_sigma: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                         batch_size: int = 1000) -> tuple[torch.Tensor, float, np.ndarray]:
     """The integrator alone: exact samples of p_sigma, x = x0 + sigma eps (one sigma per row, per-row
-    seeds), integrated from sigma down to 0 with the model's sigma_lo, then Tweedie; clamped to the
-    data range. Returns the samples and the measured NFE per sample."""
+    seeds), integrated from sigma (or from `start_sigma(x)`, e.g. a noise classifier's estimate, to
+    measure its error on exact states) down to 0 with the model's sigma_lo, then Tweedie; clamped to the
+    data range. Returns the samples, the measured NFE per sample and the starting sigmas."""
     sigma = torch.as_tensor(np.asarray(sigma, dtype=np.float64)).reshape(-1)
     lo = default_sigma_lo(denoiser)
-    outs, nfe = [], 0.0
+    outs, starts, nfe = [], [], 0.0
     for i in range(0, len(x0), batch_size):
         xb, sb = x0[i : i + batch_size].float(), sigma[i : i + batch_size]
         gen = PerSampleGenerator([sample_seed(seed, j) for j in range(i, i + len(xb))])
-        x = xb.to(denoiser.device) + sb.float().reshape((-1,) + (1,) * (xb.ndim - 1)).to(denoiser.device) * gen.randn(xb.shape).to(denoiser.device)
+        noise = gen.randn(xb.shape).to(denoiser.device)
+        x = xb.to(denoiser.device) + sb.float().reshape((-1,) + (1,) * (xb.ndim - 1)).to(denoiser.device) * noise
+        if start_sigma is not None:
+            sb = torch.as_tensor(start_sigma(x)).double().cpu()
         y, n = integrate(denoiser, x, sb, integrator, steps, generator=gen, sigma_lo=lo,
                          tweedie_sigma=lo if tweedie else None, options=options)
         outs.append(clamp_to_range(denoiser, y.float()).cpu())
+        starts.append(sb.numpy())
         nfe += n * len(xb)
-    return torch.cat(outs), nfe / max(len(x0), 1)
+    return torch.cat(outs), nfe / max(len(x0), 1), np.concatenate(starts) if starts else np.zeros(0)
 
 
 def mixture_errors(x: torch.Tensor, mixture) -> dict:

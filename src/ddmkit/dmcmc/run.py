@@ -30,6 +30,7 @@ from .classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_cla
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 
 SHIPPED_CLASSIFIERS = {"default": "faces", "faces": "faces", "digits": "digits"}
+LANGEVIN_CLIP = {"model": None, "on": True, "off": False}  # --langevin-clip -> DLGConfig.langevin_clip
 
 # Called as AFTER_ROUND(output, state) once a round's part and state are saved (tests use it to
 # simulate an interruption).
@@ -122,7 +123,8 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     options = base_settings["options"]
     config = DLGConfig(integrator=args.integrator, steps=args.steps, eta=args.dlg_eta, n_skip=args.n_skip,
                        sigma_step=args.sigma_step, select=args.select, burn_in=args.burn_in,
-                       tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=options)
+                       tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=options,
+                       langevin_clip=LANGEVIN_CLIP[getattr(args, "langevin_clip", "model")])
     config.validate()
     chains = args.chains or min(args.num, args.batch_size)
     if chains < 1:
