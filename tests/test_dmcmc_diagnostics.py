@@ -190,3 +190,17 @@ def test_langevin_clip_flag(tmp_path, mixture_json, capsys):
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["dmcmc"]["langevin_clip"] is False
     assert main(base + ["--langevin-clip", "off", "--out", str(tmp_path / "b")]) == 2
     assert "--langevin-clip applies to --dmcmc" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_manifest_reports_the_mixing_and_warns_about_near_copies(tmp_path, mixture_json, capsys):
+    """Chains that barely move (tiny eta, 4 outputs each) read about 1/4 effective samples per output."""
+    base = ["sample", "--model", f"gmm:{mixture_json}", "--dmcmc", "--noise-classifier", "oracle", "--integrator", "kar1",
+            "--steps", "3", "--n-skip", "1", "--quiet"]
+    assert main(base + ["--dlg-eta", "1e-5", "--num", "400", "--chains", "100", "--out", str(tmp_path / "m")]) == 0
+    mix = json.loads((tmp_path / "m" / "manifest.json").read_text())["mixing"]
+    assert mix["outputs_per_chain"] == 4 and 0.2 < mix["ess_per_output"]["median"] < 0.35
+    assert mix["lag1_autocorrelation"]["median"] > 0.9 and mix["sigma_star"]["n"] == 400
+    assert "near-copies" in capsys.readouterr().err
+    assert main(base + ["--dlg-eta", "0.05", "--num", "100", "--chains", "100", "--out", str(tmp_path / "one")]) == 0
+    assert json.loads((tmp_path / "one" / "manifest.json").read_text())["mixing"]["ess_per_output"]["median"] == 1.0
+    assert "near-copies" not in capsys.readouterr().err

@@ -174,3 +174,20 @@ def _fd_to_diag_gaussian(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     s = std.numpy()
     ev = np.linalg.eigvalsh(s[:, None] * cov * s[None, :])  # sqrt(S cov S) has the trace of sqrt(cov S^2)
     return float(((mu - mean.numpy()) ** 2).sum() + np.trace(cov) + (s**2).sum() - 2 * np.sqrt(np.clip(ev, 0, None)).sum())
+
+
+def output_mixing(x: Any, chain: np.ndarray, sigma_star: np.ndarray | None = None, projections: int = 16,
+                  seed: int = 0) -> dict:
+    """What `sample --dmcmc` reports about its chains: the ESS per output (module docstring) on `projections`
+    fixed random unit projections of the flattened outputs (seeded: model-agnostic features, the same for
+    every run of a model's shape), the lag-1 autocorrelation, T and the sigma* quantiles."""
+    xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    flat = xs.reshape(len(xs), -1).astype(np.float64)
+    dirs = np.random.default_rng(seed).standard_normal((flat.shape[1], projections))
+    trace = chain_trace(chain, flat @ (dirs / np.linalg.norm(dirs, axis=0)))
+    out = {"outputs_per_chain": int(trace.shape[1]), "features": f"{projections} fixed random projections (seed {seed})",
+           "ess_per_output": summarise(ess_per_output(trace)),
+           "lag1_autocorrelation": summarise(autocorrelation(trace, [1])[0])}
+    if sigma_star is not None:
+        out["sigma_star"] = {k: v for k, v in sigma_star_summary(sigma_star).items() if not k.startswith("hist")}
+    return out

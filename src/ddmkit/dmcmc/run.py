@@ -18,6 +18,7 @@ and the divergence events.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ import torch
 
 from ..errors import DdmkitError
 from .classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_classifier, oracle_classifier, paths_for
+from .diagnostics import output_mixing
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 
 SHIPPED_CLASSIFIERS = {"default": "faces", "faces": "faces", "digits": "digits"}
@@ -202,6 +204,7 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
                              "divergence_limit_rms": sampler.limit, "options_effective": sampler.options,
                              "noise_classifier_held_out": clf.meta.get("held_out")},
         "divergence_events": events,
+        "mixing": output_mixing(merged["x"], merged["chain"], merged["sigma_star"]),
         "chain": merged["chain"].tolist(),
         "outputs_per_chain": [n for r in reports for n in r["outputs_per_chain"]],
         "resumed_from_round": resumed_round,
@@ -216,6 +219,10 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     workers = f" on {W} workers" if W > 1 else ""
     print(f"{args.num} samples by DLG ({chains} chains{workers}), {nfe['per_output']:g} NFE each "
           f"+ {nfe['burn_in_amortised_per_output']:.3g} burn-in{ev} -> {out}")
+    ess = manifest["mixing"]["ess_per_output"]["median"]
+    if ess is not None and ess < 0.5:
+        print(f"ddmkit: note: {ess:.2f} effective samples per output (manifest 'mixing'): successive outputs of a "
+              "chain are near-copies; use more --chains (fewer outputs per chain)", file=sys.stderr)
     return 0
 
 
