@@ -81,7 +81,9 @@ class Ctx:
                                    torch.tensor([[0.5, 0.8], [0.6, 0.4], [0.7, 0.5]])) if name == "gmm2d"
                    else random_mixture(16, 4, seed=16))
             self.mix, self.den = mix, GMMDenoiser(mix)
-            self.classifiers = {"trained": lambda: trained_mixture_classifier(self), "oracle": lambda: oracle_classifier(self.den)}
+            self.classifiers = {"trained": lambda: trained_mixture_classifier(self), "oracle": lambda: oracle_classifier(self.den),
+                                "trained-raw+logrms": lambda: trained_mixture_classifier(self, input_norm="raw+logrms"),
+                                "trained-20k": lambda: trained_mixture_classifier(self, steps=20_000)}
         else:
             from ddmkit.dmcmc.classifier import load_classifier
             from ddmkit.dmcmc.run import shipped_classifier_path
@@ -132,14 +134,16 @@ class Ctx:
         return self.metrics(self.truth(min(n, 1797), seed))
 
 
-def trained_mixture_classifier(ctx: Ctx):
-    """The classifier `ddmkit noise-classifier train --model gmm:...` makes (its defaults), cached."""
+def trained_mixture_classifier(ctx: Ctx, **train):
+    """The classifier `ddmkit noise-classifier train --model gmm:...` makes (its defaults, or `train`'s
+    changes of them: input_norm, steps), cached."""
     from ddmkit.dmcmc.classifier import ClassifierTrainConfig, load_classifier, mixture_data, paths_for, train_noise_classifier
 
-    path = CACHE / f"dmcmc_diagnostics_{ctx.name}_classifier"
+    tag = "".join(f"_{k}={v}" for k, v in sorted(train.items()))
+    path = CACHE / f"dmcmc_diagnostics_{ctx.name}_classifier{tag}"
     if not paths_for(path)[1].is_file():
         train_noise_classifier(mixture_data(ctx.mix, seed=0), (ctx.mix.dim,), None, ctx.den.sigma_min, ctx.den.sigma_max,
-                               path, ClassifierTrainConfig(), meta={"model": ctx.name}, progress=False)
+                               path, ClassifierTrainConfig(**train), meta={"model": ctx.name}, progress=False)
     return load_classifier(path)
 
 
@@ -320,6 +324,9 @@ def mixture_fixes(ctx: Ctx, table: Table, eta: float) -> None:
     m = MIX_CHAINS
     fix = lambda n, t=50, **kw: dlg_row(ctx, table, f"fix:{n}/T={t}", clf="trained", chains=m, outputs=t,  # noqa: E731
                                         group="fix", **{"eta": eta, **kw})
+    for clf in ("trained-raw+logrms", "trained-20k"):  # the classifier's input normalisation, its training length
+        dlg_row(ctx, table, f"fix:classifier={clf}/T=50", clf=clf, chains=m, outputs=50, group="fix", eta=eta)
+        truth_row(ctx, table, "dlg/oracle/T=50", m, clf=clf)
     fix("select=last", select="last")
     fix("sigma_step=sample", sigma_step="sample")
     fix("split=N5+skip2", steps=5, n_skip=2)

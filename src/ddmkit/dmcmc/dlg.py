@@ -17,6 +17,10 @@ One chain per batch row; all chains move together (one batched model call per st
 
 C(x) = grid[argmax_k q(k|x)] (`sigma_step="argmax"`, the paper's) or a draw from q (`"sample"`);
 `select="last"` hands the last state to the integrator instead of the minimum-sigma one.
+`langevin_clip` (None: as the model; DDPMs clip D to the data range) sets the clamp of D inside the
+Langevin score only, through a `ClipView` (the integrator and Tweedie keep the model's setting).
+`BurnIn.stop` > 0 ends the burn-in's KAR2 at that noise level instead of at 0 (a cheaper burn-in).
+How well the chains mix, and where the error of a run comes from, is measured by `ddmkit.dmcmc.diagnostics`.
 
 Units. `eta`, the burn-in perturbation and the warm-up etas are given in the paper's units, for data
 in [0, 1]; ddmkit scales them to the model's data range (DMCMC spec section 10): eta and the warm-up
