@@ -1,11 +1,9 @@
 """Per-attribute calibration of the editing distance (ddmkit.editing.calibrate) and `boundary fit --calibrate`."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
-import torch
 
 from ddmkit.cli import main
 from ddmkit.editing.calibrate import apply_calibration, calibrate_distance, choose_multiple

@@ -25,7 +25,7 @@ import torch
 from ddmkit.cli import main
 from ddmkit.data.faces import sample_faces, to_tensor_range
 from ddmkit.errors import DdmkitError
-from ddmkit.metrics import fid, fidelity, inception
+from ddmkit.metrics import fidelity, inception
 from ddmkit.metrics import evaluate as ev
 from ddmkit.metrics.frechet import frechet_distance_gaussians
 

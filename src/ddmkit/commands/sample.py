@@ -72,8 +72,8 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-skip", type=int_range(0, MAX_STEPS), default=10, help="Langevin-Gibbs steps per output (default 10)")
     g.add_argument("--chains", type=int_range(0, MAX_BATCH), default=0, help="persistent chains (default: min(--num, --batch-size))")
     g.add_argument("--noise-classifier", metavar="PATH", default=None, type=path_text,
-                   help="PATH(.safetensors/.json) from `ddmkit noise-classifier train` (default: the one shipped "
-                   "for default/digits)")
+                   help="PATH(.safetensors/.json) from `ddmkit noise-classifier train`, or 'oracle' (gmm: models: the "
+                   "exact posterior over the sigma grid) (default: the one shipped for default/digits)")
     g.add_argument("--classifier-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="the noise-level classifier's precision: fp32, or bf16 (CPU/CUDA) / fp16 (CUDA) autocast "
                    "(default: fp32)")
@@ -86,6 +86,9 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--burn-in", default="auto",
                    help="auto, cifar10 (KAR2 N=20, +0.5 eps, 10x eta 0.5, 10x eta), celebahq (.. 50x 1.6, 20x eta), "
                    "or KAR2_STEPS:PERTURB:N1@ETA1,N2@eta")
+    g.add_argument("--langevin-clip", choices=("model", "on", "off"), default="model",
+                   help="clamp D to the data range inside the Langevin score: as the model does (model; DDPMs clip), "
+                   "on, or off (the integrator and Tweedie keep the model's setting)")
     g.add_argument("--tweedie-sigma", type=float_range(0, low_open=True), default=None,
                    help="sigma of DLG's final Tweedie step (default: the model's sigma_min; the official CelebA-HQ "
                    "runs use 1e-3)")
@@ -134,7 +137,7 @@ def check_dmcmc_arguments(args: argparse.Namespace) -> None:
         return
     defaults = {"dlg_eta": 0.8, "n_skip": 10, "chains": 0, "noise_classifier": None, "sigma_step": "argmax",
                 "classifier_dtype": "fp32", "classifier_compile": False,
-                "select": "min_sigma", "burn_in": "auto", "tweedie_sigma": None}
+                "select": "min_sigma", "burn_in": "auto", "tweedie_sigma": None, "langevin_clip": "model"}
     given = [k for k, v in defaults.items() if getattr(args, k, v) != v]
     if given:
         raise DdmkitError(f"--{given[0].replace('_', '-')} applies to --dmcmc sampling only; add --dmcmc")

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="default", type=path_text, help="'default', 'digits', gmm:PATH.json or a diffusers folder")
     p.add_argument("--target-nfe", type=int_range(3, 100_000), required=True, help="NFE per sample: n_skip + integrator + 1")
-    p.add_argument("--noise-classifier", metavar="PATH", default=None, type=path_text, help="default: the one shipped for the model")
+    p.add_argument("--noise-classifier", metavar="PATH", default=None, type=path_text, help="PATH, or 'oracle' for a gmm: model (default: the one shipped for the model)")
     p.add_argument("--integrators", default="kar1,kar2,rd,em,pf,ddim",
                    help="comma-separated (default kar1,kar2,rd,em,pf,ddim; rk45's NFE is not budgetable)")
     p.add_argument("--etas", type=float_list(0, 100, low_open=True), default=DEFAULT_ETAS, help=f"DLG etas in [0,1]-data units (default {','.join(map(str, DEFAULT_ETAS))})")

@@ -18,7 +18,8 @@ Python:
 
 Modules: `classifier` (network, training, files, compatibility checks, the exact mixture classifier),
 `dlg` (the chain, the sampler, NFE accounting, divergence handling, resumable state), `run` (the
-file-backed, resumable `sample --dmcmc`), `tune` (the grid search of `tune-dmcmc`).
+file-backed, resumable `sample --dmcmc`), `tune` (the grid search of `tune-dmcmc`), `diagnostics` (ESS per
+output, mode switches, sigma*, the integrator from exact samples: what separates DLG's error terms).
 """
 from .classifier import (
     ClassifierTrainConfig,
@@ -28,6 +29,7 @@ from .classifier import (
     evaluate_classifier,
     exact_mixture_classifier,
     load_classifier,
+    oracle_classifier,
     save_classifier,
     train_noise_classifier,
 )
@@ -36,5 +38,5 @@ from .dlg import BurnIn, ChainState, DLGConfig, DLGResult, DLGSampler, dlg_sampl
 __all__ = [
     "BurnIn", "ChainState", "ClassifierTrainConfig", "DLGConfig", "DLGResult", "DLGSampler", "NoiseLevelClassifier",
     "NoiseLevelNet", "check_compatible", "dlg_sample", "evaluate_classifier", "exact_mixture_classifier",
-    "load_classifier", "nfe_summary", "parse_burn_in", "save_classifier", "train_noise_classifier",
+    "load_classifier", "nfe_summary", "oracle_classifier", "parse_burn_in", "save_classifier", "train_noise_classifier",
 ]

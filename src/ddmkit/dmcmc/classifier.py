@@ -709,7 +709,7 @@ class _ExactMixtureNet(nn.Module):
         diff2 = (x.double()[:, None, :] - m.means[None]) ** 2  # (B, C, D)
         quad = torch.einsum("bcd,kcd->bkc", diff2, self.inv_var)  # (B, K, C)
         logn = -0.5 * (quad + self.log_det[None]) + m.weights.log()[None, None]
-        return torch.logsumexp(logn, dim=2).float()
+        return torch.logsumexp(logn, dim=2)  # float64: neighbouring levels' logits differ by less than float32 resolves
 
     def architecture(self) -> dict:
         return {"kind": self.kind, "sample_shape": list(self.sample_shape), "k": self.k, "input_norm": "none",
@@ -717,8 +717,25 @@ class _ExactMixtureNet(nn.Module):
 
 
 def exact_mixture_classifier(mixture, sigma_min: float, sigma_max: float, k: int = 1000) -> NoiseLevelClassifier:
-    """The exact posterior over the K grid levels for a Gaussian mixture (a reference classifier for
-    tests and benchmarks; not a file)."""
+    """The exact posterior over the K grid levels for a Gaussian mixture: p(k | x) under the training
+    prior of every classifier (k uniform on the grid, x = x0 + sigma_k eps), i.e. softmax_k log p_{sigma_k}(x)
+    with p_sigma = sum_c w_c N(mu_c, diag(s_c^2 + sigma^2)). A reference classifier, not a file."""
     grid = ve_classifier_grid(sigma_min, sigma_max, k, TAU_MIN)
     net = _ExactMixtureNet(mixture, grid)
     return NoiseLevelClassifier(net, sigma_min, sigma_max, {"kind": "exact-mixture", "architecture": net.architecture()})
+
+
+ORACLE = "oracle"
+
+
+def oracle_classifier(denoiser, k: int = 1000) -> NoiseLevelClassifier:
+    """`--noise-classifier oracle`: the exact posterior over the model's own grid (gmm: models only), so that
+    the classifier's error and the chain's can be measured apart."""
+    from ..denoisers import unwrap
+
+    inner = unwrap(denoiser)
+    mixture = getattr(inner, "mixture", None)
+    if mixture is None:
+        raise DdmkitError(f"--noise-classifier oracle needs an exact mixture (a gmm: model), not {inner.name!r}; "
+                          "pass --noise-classifier PATH of a trained classifier")
+    return exact_mixture_classifier(mixture, float(inner.sigma_min), float(inner.sigma_max), k)

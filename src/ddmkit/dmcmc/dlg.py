@@ -17,6 +17,10 @@ One chain per batch row; all chains move together (one batched model call per st
 
 C(x) = grid[argmax_k q(k|x)] (`sigma_step="argmax"`, the paper's) or a draw from q (`"sample"`);
 `select="last"` hands the last state to the integrator instead of the minimum-sigma one.
+`langevin_clip` (None: as the model; DDPMs clip D to the data range) sets the clamp of D inside the
+Langevin score only, through a `view` of the model with its own clip (the integrator and Tweedie keep the model's setting).
+`BurnIn.stop` > 0 ends the burn-in's KAR2 at that noise level instead of at 0 (a cheaper burn-in).
+How well the chains mix, and where the error of a run comes from, is measured by `ddmkit.dmcmc.diagnostics`.
 
 Units. `eta`, the burn-in perturbation and the warm-up etas are given in the paper's units, for data
 in [0, 1]; ddmkit scales them to the model's data range (DMCMC spec section 10): eta and the warm-up
@@ -52,10 +56,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..denoisers import Denoiser, NFECounter, append_dims, unwrap
+from ..denoisers import Denoiser, NFECounter, append_dims, unwrap, view
 from ..errors import DdmkitError
 from ..integrators import PerSampleGenerator, get_integrator
 from ..sampling import check_seed, clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
+from ..schedules import karras_sigmas
 from .classifier import NoiseLevelClassifier
 
 
@@ -65,15 +70,19 @@ from .classifier import NoiseLevelClassifier
 class BurnIn:
     """The one-time burn-in: KAR2 from sigma_max with `kar2_steps` grid points, perturbation
     `perturb` (x += perturb eps), then Langevin warm-up phases (count, eta), eta None meaning the
-    sampler's eta. Perturbation and etas in the paper's [0, 1]-data units."""
+    sampler's eta. `stop` > 0 ends the KAR2 integration at that sigma (its Karras grid from sigma_max
+    down to `stop`, 2 (kar2_steps - 2) NFE) instead of at 0 (the paper's, 2 kar2_steps - 3 NFE), so the
+    chain starts at a noise level without the steps below it. Perturbation, etas and `stop` in the
+    paper's [0, 1]-data units."""
 
     kar2_steps: int = 20
     perturb: float = 0.5
     warmup: tuple[tuple[int, float | None], ...] = ((10, 0.5), (10, None))
+    stop: float = 0.0
 
     def describe(self) -> str:
         phases = ",".join(f"{n}@{'eta' if e is None else f'{e:g}'}" for n, e in self.warmup)
-        return f"{self.kar2_steps}:{self.perturb:g}:{phases}"
+        return f"{self.kar2_steps}:{self.perturb:g}:{phases}" + (f":{self.stop:g}" if self.stop > 0 else "")
 
 
 BURN_IN_PRESETS = {
@@ -84,7 +93,8 @@ BURN_IN_PRESETS = {
 
 def parse_burn_in(text: str | BurnIn | None, denoiser: Denoiser | None = None) -> BurnIn:
     """'auto' (cifar10 for vectors and images up to 64 px, celebahq above), a preset name, or
-    'KAR2_STEPS:PERTURB:N1@ETA1,N2@eta' (e.g. '20:0.5:10@0.5,10@eta'; etas in [0, 1]-data units)."""
+    'KAR2_STEPS:PERTURB:N1@ETA1,N2@eta[:STOP]' (e.g. '20:0.5:10@0.5,10@eta'; '8:0:2@eta:0.5' stops KAR2 at
+    sigma 0.5, no perturbation; etas and STOP in [0, 1]-data units)."""
     if isinstance(text, BurnIn):
         return text
     text = (text or "auto").strip()
@@ -94,19 +104,24 @@ def parse_burn_in(text: str | BurnIn | None, denoiser: Denoiser | None = None) -
     if text in BURN_IN_PRESETS:
         return BURN_IN_PRESETS[text]
     try:
-        steps, perturb, phases = text.split(":")
+        parts = text.split(":")
+        if len(parts) not in (3, 4):
+            raise ValueError(text)
+        steps, perturb, phases = parts[:3]
         warm = []
         for ph in filter(None, phases.split(",")):
             n, e = ph.split("@")
             warm.append((int(n), None if e.strip() == "eta" else float(e)))
-        b = BurnIn(int(steps), float(perturb), tuple(warm))
+        b = BurnIn(int(steps), float(perturb), tuple(warm), float(parts[3]) if len(parts) == 4 else 0.0)
     except ValueError:
         raise DdmkitError(
             f"--burn-in {text!r} not understood; give auto, {', '.join(BURN_IN_PRESETS)}, or "
-            "KAR2_STEPS:PERTURB:N1@ETA1,N2@eta such as 20:0.5:10@0.5,10@eta"
+            "KAR2_STEPS:PERTURB:N1@ETA1,N2@eta[:STOP] such as 20:0.5:10@0.5,10@eta"
         ) from None
-    if b.kar2_steps < 2 or b.perturb < 0 or any(n < 0 or (e is not None and e <= 0) for n, e in b.warmup):
-        raise DdmkitError(f"--burn-in {text!r}: need KAR2 steps >= 2, perturbation >= 0, counts >= 0 and etas > 0")
+    if (b.kar2_steps < (3 if b.stop > 0 else 2) or b.perturb < 0 or not (b.stop >= 0 and math.isfinite(b.stop))
+            or any(n < 0 or (e is not None and e <= 0) for n, e in b.warmup)):
+        raise DdmkitError(f"--burn-in {text!r}: need KAR2 steps >= 2 (>= 3 with a STOP), perturbation >= 0, "
+                          "STOP >= 0, counts >= 0 and etas > 0")
     return b
 
 
@@ -126,6 +141,7 @@ class DLGConfig:
     tweedie_sigma: float | None = None
     options: dict = field(default_factory=dict)
     divergence_factor: float = 10.0
+    langevin_clip: bool | None = None  # D clamped to the data range inside the Langevin score; None: as the model
 
     def validate(self) -> None:
         spec = get_integrator(self.integrator)
@@ -248,6 +264,10 @@ class DLGSampler:
         self.shape = tuple(self.inner.sample_shape)
         self.device = self.inner.device
         self.options = integrator_options(self.config.integrator, denoiser, self.config.options)
+        clip = self.config.langevin_clip
+        model_clip = bool(self.inner.clip_denoised)
+        # the Langevin score through a view with its own clip, its calls added to this sampler's count
+        self.score_model = NFECounter(view(self.inner, clip_denoised=clip)) if clip is not None and bool(clip) != model_clip else None
         self._clf_seen = classifier.calls  # the classifier may be shared: count only this sampler's passes
 
     # -- moves ------------------------------------------------------------------------------
@@ -259,7 +279,12 @@ class DLGSampler:
 
     def langevin(self, x: torch.Tensor, sigma: torch.Tensor, eta: float, gen) -> torch.Tensor:
         """x + (eta/2) s(x, sigma) + sqrt(eta) z: unadjusted Langevin, not scaled by sigma^2 (1 NFE)."""
-        score = self.counter.score(x, sigma.to(x.device, x.dtype))
+        sigma = sigma.to(x.device, x.dtype)
+        if self.score_model is None:
+            score = self.counter.score(x, sigma)
+        else:
+            score = self.score_model.score(x, sigma)
+            self.counter.nfe += self.score_model.reset()
         return x + 0.5 * eta * score + math.sqrt(eta) * self._randn(gen, len(x))
 
     def sigma_step(self, x: torch.Tensor, gen) -> torch.Tensor:
@@ -282,8 +307,13 @@ class DLGSampler:
         c0 = self.counter.nfe
         s_max = float(self.inner.sigma_max)
         x = self._randn(gen, n) * s_max
-        x, _ = integrate(self.counter, x, torch.full((n,), s_max, dtype=torch.float64), "kar2", b.kar2_steps,
-                         generator=gen, sigma_lo=self.sigma_lo)
+        if b.stop > 0:  # the Karras grid from sigma_max down to `stop`, without the final 0
+            grid = karras_sigmas(b.kar2_steps, min(b.stop * self.scale, s_max), torch.full((n,), s_max))[:, :-1]
+            x, _ = get_integrator("kar2")(self.counter, x, grid.to(x.device), generator=gen,
+                                       **integrator_options("kar2", self.denoiser, None))
+        else:
+            x, _ = integrate(self.counter, x, torch.full((n,), s_max, dtype=torch.float64), "kar2", b.kar2_steps,
+                             generator=gen, sigma_lo=self.sigma_lo)
         x = x + b.perturb * self.scale * self._randn(gen, n)
         sigma = self.sigma_step(x, gen)
         for count, e in b.warmup:

@@ -18,6 +18,7 @@ and the divergence events.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,9 +28,11 @@ import torch
 
 from ..assets import shipped_model
 from ..errors import DdmkitError
-from .classifier import NoiseLevelClassifier, check_compatible, load_classifier, paths_for
+from .classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_classifier, oracle_classifier, paths_for
+from .diagnostics import output_mixing
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 
+LANGEVIN_CLIP = {"model": None, "on": True, "off": False}  # --langevin-clip -> DLGConfig.langevin_clip
 
 # Called as AFTER_ROUND(output, state) once a round's part and state are saved (tests use it to
 # simulate an interruption).
@@ -43,8 +46,11 @@ def shipped_classifier_path(model_spec: str | None) -> Path | None:
 
 def resolve_classifier(path: str | None, model_spec: str | None, denoiser, identity: dict,
                        device="cpu") -> tuple[NoiseLevelClassifier, str]:
-    """The classifier given by --noise-classifier, else the one shipped for the model; checked
-    against the model (DdmkitError naming the fix otherwise)."""
+    """The classifier given by --noise-classifier (a file, or the name `oracle`: the exact posterior of a
+    gmm: model), else the one shipped for the model; checked against the model (DdmkitError naming the
+    fix otherwise). Returns the classifier and its weights file (`oracle` for the oracle)."""
+    if path == ORACLE:
+        return oracle_classifier(denoiser).to(device), ORACLE
     if path is None:
         shipped = shipped_classifier_path(model_spec)
         if shipped is None:
@@ -53,6 +59,11 @@ def resolve_classifier(path: str | None, model_spec: str | None, denoiser, ident
                 f"`ddmkit noise-classifier train --model {model_spec} --out PATH` and pass --noise-classifier PATH"
             )
         path = str(shipped)
+    elif not all(p.is_file() for p in paths_for(path)):
+        w, m = paths_for(path)
+        raise DdmkitError(f"--noise-classifier {path!r} is not a known name ({ORACLE}: the exact posterior, gmm: models "
+                          f"only) and its files are not found ({w.name}, {m.name}); train one with "
+                          "`ddmkit noise-classifier train --model M --out PATH`")
     clf = load_classifier(path, device=device)
     check_compatible(clf, denoiser, identity, path=str(path))
     return clf, str(paths_for(path)[0])
@@ -112,7 +123,8 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     options = base_settings["options"]
     config = DLGConfig(integrator=args.integrator, steps=args.steps, eta=args.dlg_eta, n_skip=args.n_skip,
                        sigma_step=args.sigma_step, select=args.select, burn_in=args.burn_in,
-                       tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=options)
+                       tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=options,
+                       langevin_clip=LANGEVIN_CLIP[getattr(args, "langevin_clip", "model")])
     config.validate()
     chains = args.chains or min(args.num, args.batch_size)
     if chains < 1:
@@ -126,7 +138,8 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     if getattr(args, "classifier_compile", False):
         clf.compile()
     settings = {**base_settings, "dmcmc": {**config.to_json(denoiser), "chains": chains,
-                                           "noise_classifier": clf_path, "noise_classifier_sha256": file_sha256(clf_path),
+                                           "noise_classifier": clf_path,
+                                           "noise_classifier_sha256": None if clf_path == ORACLE else file_sha256(clf_path),
                                            "noise_classifier_dtype": clf.dtype}}
     store = PartStore(out, settings)
     check_layout(store.dir, W)
@@ -186,6 +199,7 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
                              "divergence_limit_rms": sampler.limit, "options_effective": sampler.options,
                              "noise_classifier_held_out": clf.meta.get("held_out")},
         "divergence_events": events,
+        "mixing": output_mixing(merged["x"], merged["chain"], merged["sigma_star"]),
         "chain": merged["chain"].tolist(),
         "outputs_per_chain": [n for r in reports for n in r["outputs_per_chain"]],
         "resumed_from_round": resumed_round,
@@ -200,6 +214,10 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
     workers = f" on {W} workers" if W > 1 else ""
     print(f"{args.num} samples by DLG ({chains} chains{workers}), {nfe['per_output']:g} NFE each "
           f"+ {nfe['burn_in_amortised_per_output']:.3g} burn-in{ev} -> {out}")
+    ess = manifest["mixing"]["ess_per_output"]["median"]
+    if ess is not None and ess < 0.5:
+        print(f"ddmkit: note: {ess:.2f} effective samples per output (manifest 'mixing'): successive outputs of a "
+              "chain are near-copies; use more --chains (fewer outputs per chain)", file=sys.stderr)
     return 0
 
 
