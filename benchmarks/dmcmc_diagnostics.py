@@ -70,7 +70,7 @@ class Ctx:
     """One model: its denoiser, classifiers, metric, features for the ESS and labels for mode switches."""
 
     def __init__(self, name: str):
-        from ddmkit.dmcmc.classifier import oracle_classifier
+        from ddmkit.dmcmc.noise_classifier import oracle_classifier
 
         self.name = name
         self.kind = "digits" if name == "digits" else "mixture"
@@ -85,7 +85,7 @@ class Ctx:
                                 "trained-raw+logrms": lambda: trained_mixture_classifier(self, input_norm="raw+logrms"),
                                 "trained-20k": lambda: trained_mixture_classifier(self, steps=20_000)}
         else:
-            from ddmkit.dmcmc.classifier import load_classifier
+            from ddmkit.dmcmc.noise_classifier import load_classifier
             from ddmkit.dmcmc.run import shipped_classifier_path
             from ddmkit.metrics.classifiers import load_attribute_classifier
             from ddmkit.models.loading import load_model
@@ -137,7 +137,9 @@ class Ctx:
 def trained_mixture_classifier(ctx: Ctx, **train):
     """The classifier `ddmkit noise-classifier train --model gmm:...` makes (its defaults, or `train`'s
     changes of them: input_norm, steps), cached."""
-    from ddmkit.dmcmc.classifier import ClassifierTrainConfig, load_classifier, mixture_data, paths_for, train_noise_classifier
+    from ddmkit.dmcmc.classifier_training import ClassifierTrainConfig, train_noise_classifier
+    from ddmkit.dmcmc.noise_classifier import load_classifier, paths_for
+    from ddmkit.dmcmc.classifier_data import mixture_data
 
     tag = "".join(f"_{k}={v}" for k, v in sorted(train.items()))
     path = CACHE / f"dmcmc_diagnostics_{ctx.name}_classifier{tag}"

@@ -60,7 +60,6 @@ def mixture_decomposition(table, model: str) -> dict:
 
 
 def digits_decomposition(table) -> dict:
-    g = lambda name: table.get("digits", name)  # noqa: E731
     k = DIGIT_KEYS
     rows = [r for r in table.data["rows"] if r["model"] == "digits"]
     out = {"plain": {r["name"]: {"nfe": r["nfe"], **_pick(r["metrics"], k)} for r in rows if r["group"] == "plain"},

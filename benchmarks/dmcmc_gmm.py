@@ -99,7 +99,9 @@ def _fd_gauss(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> float:
 
 
 def get_classifier(mix, den):
-    from ddmkit.dmcmc.classifier import ClassifierTrainConfig, load_classifier, mixture_data, paths_for, train_noise_classifier
+    from ddmkit.dmcmc.classifier_training import ClassifierTrainConfig, train_noise_classifier
+    from ddmkit.dmcmc.noise_classifier import load_classifier, paths_for
+    from ddmkit.dmcmc.classifier_data import mixture_data
 
     path = CACHE / "dmcmc_gmm_classifier"
     if not paths_for(path)[1].is_file():
@@ -208,7 +210,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     table, tuning = Table(OUT), Table(TUNING)
     clf = get_classifier(mix, den)
-    from ddmkit.dmcmc.classifier import exact_mixture_classifier
+    from ddmkit.dmcmc.noise_classifier import exact_mixture_classifier
 
     exact = exact_mixture_classifier(mix, den.sigma_min, den.sigma_max, 1000)  # reference: the Bayes classifier
     t_start = time.time()

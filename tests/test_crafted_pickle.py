@@ -94,17 +94,17 @@ def _evil_train_checkpoint(tmp: Path, world: dict) -> None:
 def _evil_classifier_checkpoint(tmp: Path, world: dict) -> None:
     from ddmkit import dmcmc
 
-    real = dmcmc.classifier.evaluate_classifier
+    real = dmcmc.classifier_training.evaluate_classifier
 
     def stop(*a, **k):
         raise KeyboardInterrupt
 
-    dmcmc.classifier.evaluate_classifier = stop  # stop after training, before the final file
+    dmcmc.classifier_training.evaluate_classifier = stop  # stop after training, before the final file
     try:
         assert main(["noise-classifier", "train", "--model", f"gmm:{world['mix']}", "--out", str(tmp / "c"), "--k", "8",
                      "--steps", "3", "--checkpoint-every", "1", "--quiet"]) == 130
     finally:
-        dmcmc.classifier.evaluate_classifier = real
+        dmcmc.classifier_training.evaluate_classifier = real
     evil_pickle(tmp / "c.ckpt" / "optimizer.pt", tmp / "MARKER")
 
 

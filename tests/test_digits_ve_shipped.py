@@ -10,7 +10,7 @@ import torch
 
 from ddmkit.cli import main
 from ddmkit.denoisers import EDMDenoiser
-from ddmkit.dmcmc.classifier import check_compatible, load_classifier, paths_for
+from ddmkit.dmcmc.noise_classifier import check_compatible, load_classifier, paths_for
 from ddmkit.dmcmc.run import shipped_classifier_path
 from ddmkit.assets import shipped_model
 from ddmkit.models.loading import file_sha256, load_model, model_identity

@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddmkit.dmcmc.classifier import (
-    ClassifierTrainConfig,
-    NoiseLevelClassifier,
-    NoiseLevelNet,
-    check_compatible,
-    evaluate_classifier,
-    exact_mixture_classifier,
-    load_classifier,
-    mixture_data,
-    paths_for,
-    pool_strides,
-    train_noise_classifier,
-)
+from ddmkit.dmcmc.classifier_data import mixture_data
+from ddmkit.dmcmc.classifier_training import ClassifierTrainConfig, evaluate_classifier, train_noise_classifier
+from ddmkit.dmcmc.noise_classifier import NoiseLevelClassifier, check_compatible, exact_mixture_classifier, load_classifier, paths_for
+from ddmkit.dmcmc.noise_net import NoiseLevelNet, pool_strides
 from ddmkit.errors import DdmkitError
 from ddmkit.mixtures import GMMDenoiser, random_mixture
 from ddmkit.schedules import ve_classifier_grid
@@ -105,9 +96,14 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     cfg = ClassifierTrainConfig(k=16, steps=24, batch_size=32, checkpoint_every=4)
     args = (data, (4,), None, 0.01, 20.0)
     full = train_noise_classifier(*args, tmp_path / "a", cfg, progress=False)
-    part = train_noise_classifier(*args, tmp_path / "b", cfg, progress=False, stop_after=10)
-    assert part == {"step": 10} and not paths_for(tmp_path / "b")[1].exists()
-    assert (tmp_path / "b.ckpt" / "state.json").is_file()
+    def interrupt_at_10(info):
+        if info["step"] == 10:
+            raise KeyboardInterrupt  # as if killed after step 10: the last checkpoint is step 8's
+
+    with pytest.raises(KeyboardInterrupt):
+        train_noise_classifier(*args, tmp_path / "b", cfg, progress=False, callback=interrupt_at_10)
+    assert not paths_for(tmp_path / "b")[1].exists()
+    assert json.loads((tmp_path / "b.ckpt" / "state.json").read_text())["step"] == 8
     resumed = train_noise_classifier(*args, tmp_path / "b", cfg, progress=False)
     assert resumed["training"]["steps_done"] == 24 == full["training"]["steps_done"]
     a, b = load_classifier(tmp_path / "a"), load_classifier(tmp_path / "b")

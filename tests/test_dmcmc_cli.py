@@ -229,7 +229,7 @@ def test_tune_dmcmc_writes_a_table(gmm, tmp_path):
 
 def test_burn_in_on_a_unet_keeps_no_autograd_graph(tiny_vp):
     """The burn-in's Langevin steps run without autograd (a graph kept across them grew to 22 GB for 250 chains)."""
-    from ddmkit.dmcmc.classifier import load_classifier
+    from ddmkit.dmcmc.noise_classifier import load_classifier
     from ddmkit.dmcmc.dlg import BurnIn, DLGConfig, DLGSampler
     from ddmkit.models.loading import load_model
 
@@ -242,7 +242,7 @@ def test_burn_in_on_a_unet_keeps_no_autograd_graph(tiny_vp):
 
 def test_noise_classifier_channels_option(tiny_vp, tmp_path, capsys):
     """--channels sets the CNN widths; the file records them and loads back into the same network."""
-    from ddmkit.dmcmc.classifier import load_classifier
+    from ddmkit.dmcmc.noise_classifier import load_classifier
 
     d = tiny_vp
     out = tmp_path / "narrow"

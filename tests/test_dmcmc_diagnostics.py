@@ -8,7 +8,7 @@ import torch
 
 from ddmkit.cli import main
 from ddmkit.dmcmc import diagnostics as dg
-from ddmkit.dmcmc.classifier import oracle_classifier
+from ddmkit.dmcmc.noise_classifier import oracle_classifier
 from ddmkit.dmcmc.dlg import DLGConfig, DLGSampler
 from ddmkit.errors import DdmkitError
 from ddmkit.mixtures import GMMDenoiser, random_mixture
@@ -149,7 +149,8 @@ def test_clip_view_changes_only_the_view():
 
 @pytest.mark.parametrize("clip", [None, True, False])
 def test_langevin_clip_sets_the_score_and_counts_its_calls(clip):
-    from ddmkit.dmcmc.classifier import NoiseLevelClassifier, NoiseLevelNet
+    from ddmkit.dmcmc.noise_classifier import NoiseLevelClassifier
+    from ddmkit.dmcmc.noise_net import NoiseLevelNet
     from ddmkit.integrators import PerSampleGenerator
 
     den = _overshooting_vp()

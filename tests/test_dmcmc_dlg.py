@@ -8,7 +8,7 @@ import torch
 
 from ddmkit.denoisers import Denoiser
 from ddmkit.dmcmc import dlg as dlg_module
-from ddmkit.dmcmc.classifier import exact_mixture_classifier
+from ddmkit.dmcmc.noise_classifier import exact_mixture_classifier
 from ddmkit.dmcmc.dlg import DLGConfig, DLGSampler, dlg_sample, parse_burn_in
 from ddmkit.errors import DdmkitError
 from ddmkit.mixtures import GaussianMixture, GMMDenoiser, frechet_to_mixture

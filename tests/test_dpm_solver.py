@@ -13,7 +13,7 @@ from conftest import tiny_unet
 
 from ddmkit.cli import main
 from ddmkit.denoisers import VPEpsDenoiser
-from ddmkit.dmcmc.classifier import exact_mixture_classifier
+from ddmkit.dmcmc.noise_classifier import exact_mixture_classifier
 from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
 from ddmkit.errors import DdmkitError
 from ddmkit.integrators import INTEGRATORS, dpmpp_2m, rk45, unipc

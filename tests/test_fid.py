@@ -25,7 +25,7 @@ import torch
 from ddmkit.cli import main
 from ddmkit.data.faces import sample_faces, to_tensor_range
 from ddmkit.errors import DdmkitError
-from ddmkit.metrics import fidelity, inception
+from ddmkit.metrics import fid, fidelity, inception
 from ddmkit.metrics import evaluate as ev
 from ddmkit.metrics.frechet import frechet_distance_gaussians
 
@@ -49,6 +49,7 @@ def clean_env(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("DDMKIT_CACHE_DIR", str(tmp_path / "ddmkit-cache"))
     monkeypatch.setattr(ev, "REFERENCE_NUM", 6)
+    monkeypatch.setattr(fid, "REFERENCE_NUM", 6)  # FID's domain reference reads the same constant
 
 
 def random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:

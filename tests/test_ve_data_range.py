@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddmkit.cli import main
-from ddmkit.dmcmc.classifier import ClassifierData, ModelFacts, data_for_model, to_data_range
+from ddmkit.dmcmc.classifier_data import ClassifierData, ModelFacts, data_for_model, to_data_range
 from ddmkit.errors import DdmkitError
 
 

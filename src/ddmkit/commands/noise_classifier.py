@@ -83,7 +83,7 @@ def _channels(text: str) -> tuple[int, ...]:
 def claim_outputs(args: argparse.Namespace) -> Path:
     """OUT.safetensors / OUT.json are new (or --overwrite) and never the model or data file; an
     unfinished run's OUT.ckpt/ is resumed."""
-    from ..dmcmc.classifier import paths_for
+    from ..dmcmc.noise_classifier import paths_for
     from ..output_guard import claim_files, refuse_inputs
 
     wpath, mpath = paths_for(args.out)
@@ -95,7 +95,7 @@ def claim_outputs(args: argparse.Namespace) -> Path:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..dmcmc.classifier import ClassifierTrainConfig
+    from ..dmcmc.classifier_training import ClassifierTrainConfig
 
     cfg = ClassifierTrainConfig(k=args.k, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                 lr_schedule=args.lr_schedule, seed=args.seed, input_norm=args.input_norm,
@@ -109,7 +109,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg) -> int:
-    from ..dmcmc.classifier import data_for_model, model_facts, paths_for, train_noise_classifier
+    from ..dmcmc.classifier_data import data_for_model, model_facts
+    from ..dmcmc.noise_classifier import paths_for
+    from ..dmcmc.classifier_training import train_noise_classifier
 
     facts = model_facts(args.model)
     data = data_for_model(facts, args.data, args.seed)
@@ -124,7 +126,9 @@ def _train(args: argparse.Namespace, cfg) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..dmcmc.classifier import check_compatible, data_for_model, evaluate_classifier, load_classifier
+    from ..dmcmc.noise_classifier import check_compatible, load_classifier
+    from ..dmcmc.classifier_data import data_for_model
+    from ..dmcmc.classifier_training import evaluate_classifier
     from ..models.loading import load_model, model_identity
 
     den = load_model(args.model)

@@ -16,23 +16,18 @@ Python:
     res = dlg_sample(denoiser, clf, DLGConfig(integrator="kar1", steps=4, eta=0.05, n_skip=4), num=1000, chains=100)
     res.x, res.chain, res.sigma_star, res.nfe, res.events
 
-Modules: `classifier` (network, training, files, compatibility checks, the exact mixture classifier),
+Modules: `noise_net` (the classifier's networks: the trained CNN/MLP and the exact mixture posterior),
+`noise_classifier` (the classifier object, its files, compatibility checks, the oracle), `classifier_data`
+(clean training data, model facts), `classifier_training` (training and held-out evaluation),
 `dlg` (the chain, the sampler, NFE accounting, divergence handling, resumable state), `run` (the
 file-backed, resumable `sample --dmcmc`), `tune` (the grid search of `tune-dmcmc`), `diagnostics` (ESS per
 output, mode switches, sigma*, the integrator from exact samples: what separates DLG's error terms).
 """
-from .classifier import (
-    ClassifierTrainConfig,
-    NoiseLevelClassifier,
-    NoiseLevelNet,
-    check_compatible,
-    evaluate_classifier,
-    exact_mixture_classifier,
-    load_classifier,
-    oracle_classifier,
-    save_classifier,
-    train_noise_classifier,
+from .classifier_training import ClassifierTrainConfig, evaluate_classifier, train_noise_classifier
+from .noise_classifier import (
+    NoiseLevelClassifier, check_compatible, exact_mixture_classifier, load_classifier, oracle_classifier, save_classifier,
 )
+from .noise_net import NoiseLevelNet
 from .dlg import BurnIn, ChainState, DLGConfig, DLGResult, DLGSampler, dlg_sample, nfe_summary, parse_burn_in
 
 __all__ = [

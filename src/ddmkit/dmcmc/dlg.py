@@ -61,7 +61,7 @@ from ..errors import DdmkitError
 from ..integrators import PerSampleGenerator, get_integrator
 from ..sampling import check_seed, clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
 from ..schedules import karras_sigmas
-from .classifier import NoiseLevelClassifier
+from .noise_classifier import NoiseLevelClassifier
 
 
 # ----------------------------------------------------------------------------------- settings

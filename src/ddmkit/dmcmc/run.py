@@ -28,7 +28,7 @@ import torch
 
 from ..assets import shipped_model
 from ..errors import DdmkitError
-from .classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_classifier, oracle_classifier, paths_for
+from .noise_classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_classifier, oracle_classifier, paths_for
 from .diagnostics import output_mixing
 from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
 

@@ -26,10 +26,10 @@ from ..denoisers import Denoiser, unwrap
 from ..errors import DdmkitError
 from ..integrators import INTEGRATORS, get_integrator
 from ..io import atomic_write_json
-from ..sampling import sample
-from .classifier import NoiseLevelClassifier
-from .dlg import DLGConfig, dlg_sample
 from ..mixtures import GMMDenoiser
+from ..sampling import sample
+from .noise_classifier import NoiseLevelClassifier
+from .dlg import DLGConfig, dlg_sample
 
 DEFAULT_ETAS = (0.05, 0.2, 0.8)
 DEFAULT_SKIP_SHARES = (0.2, 0.4, 0.6)
