@@ -26,7 +26,8 @@ class Denoiser:
     sample, e.g. (3, 32, 32) or (64,)), `data_range` ((lo, hi) of clean data, None for unbounded data),
     `name`, `domain` ("faces" / "digits" for models of a built-in data domain: metrics and judges),
     `bottleneck` (the module path of its h-space, UNet models). Where it came from: `folder` (a
-    diffusers folder), `checkpoint` and `conversion` (a raw checkpoint converted in memory).
+    diffusers folder) and `variant` (its weights variant, e.g. "fp16"), `checkpoint` and `conversion` (a raw
+    checkpoint converted in memory). `to(device)` moves its network (in place, like `nn.Module.to`).
     Call settings: `clip_denoised` (clamp D to the data range) and `autocast_dtype` (CUDA autocast);
     change them through `view(...)`, which copies, never on a shared model.
     """
@@ -39,6 +40,7 @@ class Denoiser:
     domain: str | None = None
     bottleneck: str | None = None
     folder: str | None = None
+    variant: str | None = None
     checkpoint: str | None = None
     conversion: dict | None = None
     clip_denoised: bool = False
@@ -74,12 +76,19 @@ class Denoiser:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def to(self, device: str | torch.device) -> "Denoiser":
+        """Move the network(s) it holds to `device` (in place, shared with its views); returns itself."""
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(device)
+        return self
+
     def extra_info(self) -> dict:
         """Facts about the model for manifests."""
         return {}
 
 
-DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "checkpoint", "conversion")
+DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "variant", "checkpoint", "conversion")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -114,6 +123,14 @@ def _autocast_dtype(inner: Denoiser, dtype: str) -> torch.dtype | None:
     return PRECISIONS[dtype]
 
 
+def net_input(x: torch.Tensor, model) -> torch.Tensor:
+    """x in the dtype of the network's weights (a model loaded with torch_dtype=float16 takes half inputs)."""
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return x if p.dtype == x.dtype or not p.dtype.is_floating_point else x.to(p.dtype)
+    return x
+
+
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """(B,) -> (B, 1, ..., 1) with `ndim` dimensions in all."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
@@ -145,6 +162,10 @@ class NFECounter(Denoiser):
     def reset(self) -> int:
         n, self.nfe = self.nfe, 0
         return n
+
+    def to(self, device: str | torch.device) -> "NFECounter":
+        self.inner.to(device)
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -244,7 +265,7 @@ class VPEpsDenoiser(Denoiser):
 
     def output(self, x_vp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network's prediction (epsilon, v or x0, per `prediction_type`) at VP state x_vp, timestep t."""
-        out = self.model(x_vp, t)
+        out = self.model(net_input(x_vp, self.model), t)
         out = getattr(out, "sample", out)
         if out.shape[1] == 2 * x_vp.shape[1]:  # learned variance: [prediction, variance values]
             out = out[:, : x_vp.shape[1]]
@@ -303,7 +324,7 @@ class VEScoreDenoiser(Denoiser):
         return torch.device("cpu")
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        out = self.model(x, sigma)
+        out = self.model(net_input(x, self.model), sigma)
         out = getattr(out, "sample", out)
         return x + append_dims(sigma, x.ndim) ** 2 * out.to(x.dtype)
 
@@ -356,7 +377,7 @@ class EDMDenoiser(Denoiser):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = append_dims(sigma, x.ndim)
         c_skip, c_out, c_in, c_noise = edm_scalings(s, self.sigma_data, self.prediction_type)
-        out = self.model(c_in * x, c_noise.flatten())
+        out = self.model(net_input(c_in * x, self.model), c_noise.flatten())
         out = getattr(out, "sample", out)
         return c_skip * x + c_out * out.to(x.dtype)
 
