@@ -11,6 +11,7 @@ Table 1), and `NFECounter`, which measures NFE: every batched call of the wrappe
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Literal
 
 import torch
@@ -86,6 +87,14 @@ class Denoiser:
     def extra_info(self) -> dict:
         """Facts about the model for manifests."""
         return {}
+
+    @classmethod
+    def from_callable(cls, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, sigma_min: float,
+                      sigma_max: float, sample_shape: tuple[int, ...], data_range: tuple[float, float] | None = None,
+                      name: str = "callable") -> "CallableDenoiser":
+        """Any `fn(x, sigma) -> D(x, sigma)` (sigma of shape (B,)) as a denoiser (`CallableDenoiser`)."""
+        return CallableDenoiser(fn, sigma_min=sigma_min, sigma_max=sigma_max, sample_shape=sample_shape,
+                                data_range=data_range, name=name)
 
 
 DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "variant", "checkpoint", "conversion")
@@ -384,3 +393,47 @@ class EDMDenoiser(Denoiser):
     def extra_info(self) -> dict:
         return {"parametrisation": "edm", "sigma_data": self.sigma_data, "prediction_type": self.prediction_type,
                 "clip_denoised": self.clip_denoised}
+
+
+class CallableDenoiser(Denoiser):
+    """A callable `fn(x, sigma) -> x0 estimate` (a function or an `nn.Module`; sigma of shape (B,)) with the
+    facts every caller needs: its sigma range, one sample's shape and the data range (None: unbounded)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, sigma_min: float,
+                 sigma_max: float, sample_shape: tuple[int, ...], data_range: tuple[float, float] | None = None,
+                 name: str = "callable"):
+        if not callable(fn):
+            raise DdmkitError(f"a denoiser wraps a callable D(x, sigma), got a {type(fn).__name__}")
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
+            raise DdmkitError(f"need finite 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        shape = tuple(int(n) for n in sample_shape)
+        if not shape or any(n < 1 for n in shape):
+            raise DdmkitError(f"sample_shape must be positive sizes, e.g. (3, 32, 32) or (2,), got {sample_shape!r}")
+        if data_range is not None and not (len(data_range) == 2 and float(data_range[0]) < float(data_range[1])):
+            raise DdmkitError(f"data_range must be (lo, hi) with lo < hi, or None, got {data_range!r}")
+        self.fn = fn
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.sample_shape = shape
+        self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
+        self.name = name
+        self._device = torch.device("cpu")
+
+    @property
+    def device(self) -> torch.device:
+        if isinstance(self.fn, torch.nn.Module):
+            for p in self.fn.parameters():
+                return p.device
+        return self._device
+
+    def to(self, device: str | torch.device) -> "CallableDenoiser":
+        super().to(device)
+        self._device = torch.device(device)
+        return self
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        out = self.fn(x, sigma)
+        out = getattr(out, "sample", out)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise DdmkitError(f"{self.name}: D(x, sigma) must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+        return out.to(x.dtype)

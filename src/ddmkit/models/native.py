@@ -93,11 +93,11 @@ def load_network(unet_dir: str | Path, *, variant: str | None = None, torch_dtyp
         raise ModelLoadError(f"{unet_dir}: diffusers cannot load it ({e.__class__.__name__}: {detail}); "
                              "is it an intact folder saved by save_pretrained?") from None
     _check_keys(net, info, weights)
-    _own_memory(net)
+    own_memory(net)
     return net.to(device).eval()
 
 
-def _own_memory(net: torch.nn.Module) -> None:
+def own_memory(net: torch.nn.Module) -> None:
     """Give every parameter and buffer freshly allocated memory. diffusers assigns the tensors it read (views of
     the memory-mapped weights file) as the parameters; their alignment can change which CPU kernels run, and so
     the last bits of the results, with the file's layout. Fresh tensors compute the same whatever the file."""
