@@ -18,7 +18,7 @@ from .errors import DdmkitError  # noqa: E402
 _LAZY = {
     **{name: "ddmkit.api" for name in (
         "DLGSamples", "Denoiser", "Edits", "Samples", "as_denoiser", "boundary", "edit", "fit_boundary",
-        "from_diffusers", "load_model", "noise_classifier", "sample", "sample_dlg", "save_boundary", "wrap")},
+        "from_diffusers", "load_model", "noise_classifier", "sample", "sample_dlg", "save_boundary", "train_noise_classifier", "wrap")},
     "DLGPipeline": "ddmkit.pipelines",
     "BoundaryEditPipeline": "ddmkit.pipelines",
     "NCSNppResidualUNet2DModel": "ddmkit.models.ncsnpp",  # diffusers finds ("ddmkit", class) pipeline components here

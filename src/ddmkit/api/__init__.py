@@ -15,9 +15,9 @@ from __future__ import annotations
 from ..denoisers import Denoiser
 from ..editing.files import save_boundary
 from ..models.loading import load_model
-from .draw import DLGSamples, Samples, noise_classifier, sample, sample_dlg
+from .draw import DLGSamples, Samples, noise_classifier, sample, sample_dlg, train_noise_classifier
 from .edits import Edits, boundary, edit, fit_boundary
 from .models import as_denoiser, from_diffusers, wrap
 
 __all__ = ["DLGSamples", "Denoiser", "Edits", "Samples", "as_denoiser", "boundary", "edit", "fit_boundary",
-           "from_diffusers", "load_model", "noise_classifier", "sample", "sample_dlg", "save_boundary", "wrap"]
+           "from_diffusers", "load_model", "noise_classifier", "sample", "sample_dlg", "save_boundary", "train_noise_classifier", "wrap"]

@@ -12,19 +12,29 @@ sample --seed` does, so `ddmkit.sample(model, n, seed=s)` equals the CLI's sampl
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..dmcmc.classifier import NoiseLevelClassifier, check_compatible, load_classifier
+from ..dmcmc.classifier import (
+    ClassifierTrainConfig,
+    NoiseLevelClassifier,
+    array_data,
+    check_compatible,
+    data_for_model,
+    load_classifier,
+)
+from ..dmcmc.classifier import train_noise_classifier as train_classifier
 from ..dmcmc.dlg import DLGConfig, dlg_sample
 from ..errors import DdmkitError
 from ..integrators import get_integrator, validate_options
 from ..models.loading import model_identity
 from ..sampling import sample as sample_plain
-from .images import check_output_type, to_output
+from .images import check_output_type, model_images, to_output
 from .models import as_denoiser, resolve_seed, shipped_asset
 
 
@@ -101,6 +111,28 @@ def noise_classifier(name_or_path: str = "default", *, device: str | torch.devic
     """A noise-level classifier: shipped ones by name ('default', 'digits', 'digits-ve', or
     'faces_noise_classifier'), else PATH(.safetensors/.json) from `ddmkit noise-classifier train`."""
     return load_classifier(str(name_or_path), device=device)
+
+
+def train_noise_classifier(model: Any, data: Any = None, *, out: str | os.PathLike, steps: int = 3000, k: int = 1000,
+                           batch_size: int = 100, seed: int = 0, progress: bool = False) -> NoiseLevelClassifier:
+    """Train the noise-level classifier DLG needs (DMCMC spec section 3) on clean `data`: images (PIL, uint8
+    arrays or float tensors in the model's range, as `edit` takes them), 'faces', 'digits', a folder, or None
+    (the model's own domain; exact samples for a mixture). Writes OUT.safetensors + OUT.json (resumable from
+    OUT.ckpt/, as `ddmkit noise-classifier train`) and returns the classifier."""
+    den = as_denoiser(model)
+    cfg = ClassifierTrainConfig(k=int(k), steps=int(steps), batch_size=int(batch_size), seed=int(seed))
+    cfg.validate()
+    if data is None or isinstance(data, str) and (data in ("faces", "digits") or Path(data).is_dir()):
+        clean = data_for_model(den, data, seed)
+    else:
+        x = model_images(data, den)[0].numpy()
+        clean = array_data(x, seed, description=f"{len(x)} images given in Python", flip=True)
+    ident = model_identity(den)
+    meta = {"model": ident.get("name"), "model_identity": ident, "domain": clean.domain or den.domain,
+            "sample_shape": list(den.sample_shape), "data_range": list(den.data_range) if den.data_range else None}
+    train_classifier(clean, tuple(den.sample_shape), den.data_range, den.sigma_min, den.sigma_max, out, cfg, meta=meta,
+                     progress=progress)
+    return load_classifier(out, device=den.device)
 
 
 def _classifier_for(den, classifier) -> NoiseLevelClassifier:

@@ -23,8 +23,9 @@ import torch
 
 from ..editing.attribute import AttributeBoundary
 from ..editing.edit import edit_images
-from ..editing.files import resolve_boundary, save_boundary
+from ..editing.files import check_boundary, resolve_boundary, save_boundary
 from ..editing.fitting import fit_boundaries
+from ..editing.hspace import hspace_shape
 from ..editing.labelled import FIT_FACES_SEED, labelled_faces, labelled_folder, labelled_two_folders
 from ..editing.plan import Distance, EditPlan, parse_distance
 from ..editing.settings import EditSettings, MixingStep
@@ -52,8 +53,19 @@ def boundary(name_or_path: str | os.PathLike | AttributeBoundary, model: Any = N
     """A boundary: a shipped one by name (smiling, eyeglasses, dark_hair, round_face, open_eyes,
     warm_background: fitted for the default model) or a file; with `model`, refused if fitted for another."""
     if isinstance(name_or_path, AttributeBoundary):
+        if model is not None:
+            _check_fit(name_or_path, as_denoiser(model), force)
         return name_or_path
     return resolve_boundary(str(name_or_path), None if model is None else as_denoiser(model), force=force)
+
+
+def _check_fit(b: AttributeBoundary, den, force: bool) -> None:
+    """A boundary object is refused for a model it was not fitted for, as a boundary file is (`load_boundary`)."""
+    problems = check_boundary(b, den, h_shape=hspace_shape(den, b.hspace_module) if "h" in b.spaces else None)
+    shape = any("shape" in p for p in problems)
+    if problems and (shape or not force):
+        raise DdmkitError(f"boundary {b.attribute!r} does not match the model: {'; '.join(problems)}; fit one for this "
+                          "model with ddmkit.fit_boundary" + ("" if shape else ", or pass force=True to use it anyway"))
 
 
 def _plan(den, boundaries, distance, space: str, force: bool) -> EditPlan:
