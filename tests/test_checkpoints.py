@@ -977,8 +977,9 @@ def test_hub_id_offline(tmp_path, monkeypatch, cifar10_unet):
         raise AssertionError("ddmkit tried to open a network connection")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(ModelLoadError, match=r"never downloads.*huggingface-cli download google/ddpm-cifar10-32 --local-dir models/ddpm-cifar10-32"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # what a fresh process reads; huggingface_hub
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))  # read it at import
+    with pytest.raises(ModelLoadError, match=r"never downloads unless asked: pass --allow-download.*hf download google/ddpm-cifar10-32 --local-dir models/ddpm-cifar10-32"):
         load_model("google/ddpm-cifar10-32")
     assert cli_main(["sample", "--model", "google/ddpm-cifar10-32", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert not (tmp_path / "o").exists()

@@ -61,3 +61,11 @@ def shipped_model(spec: str | None) -> ShippedModel | None:
 def judge_paths(domain: str) -> tuple[Path, Path]:
     """(weights, metadata) of the judge classifier of a data domain (FD features, attribute scores)."""
     return WEIGHTS_DIR / f"{domain}_classifier.safetensors", WEIGHTS_DIR / f"{domain}_classifier.json"
+
+
+def shipped_noise_classifier(name: str) -> Path | None:
+    """The stem of the shipped noise-level classifier `name` stands for: a shipped model's name ('default',
+    'digits', 'digits-ve') or a shipped classifier's own name ('faces_noise_classifier'); None otherwise."""
+    if name in MODEL_NAMES:
+        return _MODELS[MODEL_NAMES[name]].noise_classifier
+    return next((a.noise_classifier for a in _MODELS.values() if name == a.noise_classifier.name), None)

@@ -11,6 +11,7 @@ Table 1), and `NFECounter`, which measures NFE: every batched call of the wrappe
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Literal
 
 import torch
@@ -26,7 +27,8 @@ class Denoiser:
     sample, e.g. (3, 32, 32) or (64,)), `data_range` ((lo, hi) of clean data, None for unbounded data),
     `name`, `domain` ("faces" / "digits" for models of a built-in data domain: metrics and judges),
     `bottleneck` (the module path of its h-space, UNet models). Where it came from: `folder` (a
-    diffusers folder), `checkpoint` and `conversion` (a raw checkpoint converted in memory).
+    diffusers folder) and `variant` (its weights variant, e.g. "fp16"), `checkpoint` and `conversion` (a raw
+    checkpoint converted in memory). `to(device)` moves its network (in place, like `nn.Module.to`).
     Call settings: `clip_denoised` (clamp D to the data range) and `autocast_dtype` (CUDA autocast);
     change them through `view(...)`, which copies, never on a shared model.
     """
@@ -39,6 +41,7 @@ class Denoiser:
     domain: str | None = None
     bottleneck: str | None = None
     folder: str | None = None
+    variant: str | None = None
     checkpoint: str | None = None
     conversion: dict | None = None
     clip_denoised: bool = False
@@ -74,12 +77,27 @@ class Denoiser:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def to(self, device: str | torch.device) -> "Denoiser":
+        """Move the network(s) it holds to `device` (in place, shared with its views); returns itself."""
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(device)
+        return self
+
     def extra_info(self) -> dict:
         """Facts about the model for manifests."""
         return {}
 
+    @classmethod
+    def from_callable(cls, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, sigma_min: float,
+                      sigma_max: float, sample_shape: tuple[int, ...], data_range: tuple[float, float] | None = None,
+                      name: str = "callable") -> "CallableDenoiser":
+        """Any `fn(x, sigma) -> D(x, sigma)` (sigma of shape (B,)) as a denoiser (`CallableDenoiser`)."""
+        return CallableDenoiser(fn, sigma_min=sigma_min, sigma_max=sigma_max, sample_shape=sample_shape,
+                                data_range=data_range, name=name)
 
-DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "checkpoint", "conversion")
+
+DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "variant", "checkpoint", "conversion")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -114,6 +132,14 @@ def _autocast_dtype(inner: Denoiser, dtype: str) -> torch.dtype | None:
     return PRECISIONS[dtype]
 
 
+def net_input(x: torch.Tensor, model) -> torch.Tensor:
+    """x in the dtype of the network's weights (a model loaded with torch_dtype=float16 takes half inputs)."""
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return x if p.dtype == x.dtype or not p.dtype.is_floating_point else x.to(p.dtype)
+    return x
+
+
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """(B,) -> (B, 1, ..., 1) with `ndim` dimensions in all."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
@@ -145,6 +171,10 @@ class NFECounter(Denoiser):
     def reset(self) -> int:
         n, self.nfe = self.nfe, 0
         return n
+
+    def to(self, device: str | torch.device) -> "NFECounter":
+        self.inner.to(device)
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -244,7 +274,7 @@ class VPEpsDenoiser(Denoiser):
 
     def output(self, x_vp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network's prediction (epsilon, v or x0, per `prediction_type`) at VP state x_vp, timestep t."""
-        out = self.model(x_vp, t)
+        out = self.model(net_input(x_vp, self.model), t)
         out = getattr(out, "sample", out)
         if out.shape[1] == 2 * x_vp.shape[1]:  # learned variance: [prediction, variance values]
             out = out[:, : x_vp.shape[1]]
@@ -303,7 +333,7 @@ class VEScoreDenoiser(Denoiser):
         return torch.device("cpu")
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        out = self.model(x, sigma)
+        out = self.model(net_input(x, self.model), sigma)
         out = getattr(out, "sample", out)
         return x + append_dims(sigma, x.ndim) ** 2 * out.to(x.dtype)
 
@@ -356,10 +386,54 @@ class EDMDenoiser(Denoiser):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = append_dims(sigma, x.ndim)
         c_skip, c_out, c_in, c_noise = edm_scalings(s, self.sigma_data, self.prediction_type)
-        out = self.model(c_in * x, c_noise.flatten())
+        out = self.model(net_input(c_in * x, self.model), c_noise.flatten())
         out = getattr(out, "sample", out)
         return c_skip * x + c_out * out.to(x.dtype)
 
     def extra_info(self) -> dict:
         return {"parametrisation": "edm", "sigma_data": self.sigma_data, "prediction_type": self.prediction_type,
                 "clip_denoised": self.clip_denoised}
+
+
+class CallableDenoiser(Denoiser):
+    """A callable `fn(x, sigma) -> x0 estimate` (a function or an `nn.Module`; sigma of shape (B,)) with the
+    facts every caller needs: its sigma range, one sample's shape and the data range (None: unbounded)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, sigma_min: float,
+                 sigma_max: float, sample_shape: tuple[int, ...], data_range: tuple[float, float] | None = None,
+                 name: str = "callable"):
+        if not callable(fn):
+            raise DdmkitError(f"a denoiser wraps a callable D(x, sigma), got a {type(fn).__name__}")
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
+            raise DdmkitError(f"need finite 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        shape = tuple(int(n) for n in sample_shape)
+        if not shape or any(n < 1 for n in shape):
+            raise DdmkitError(f"sample_shape must be positive sizes, e.g. (3, 32, 32) or (2,), got {sample_shape!r}")
+        if data_range is not None and not (len(data_range) == 2 and float(data_range[0]) < float(data_range[1])):
+            raise DdmkitError(f"data_range must be (lo, hi) with lo < hi, or None, got {data_range!r}")
+        self.fn = fn
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.sample_shape = shape
+        self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
+        self.name = name
+        self._device = torch.device("cpu")
+
+    @property
+    def device(self) -> torch.device:
+        if isinstance(self.fn, torch.nn.Module):
+            for p in self.fn.parameters():
+                return p.device
+        return self._device
+
+    def to(self, device: str | torch.device) -> "CallableDenoiser":
+        super().to(device)
+        self._device = torch.device(device)
+        return self
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        out = self.fn(x, sigma)
+        out = getattr(out, "sample", out)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise DdmkitError(f"{self.name}: D(x, sigma) must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+        return out.to(x.dtype)

@@ -4,7 +4,10 @@
 
 `sigmas` is a schedule (N,) or one schedule per sample (B, N), non-increasing, usually ending in 0;
 every sample starts at its own sigmas[b, 0] (what Denoising MCMC needs). `nfe` is measured by an
-`NFECounter` around the denoiser. Data are in sigma (VE) space: x = x0 + sigma * noise.
+`NFECounter` around the denoiser. `callback`, k-diffusion's hook, is called once per step as
+`callback({"x", "i", "sigma", "sigma_hat", "denoised"})`: the state x the step starts from (after kar2's
+churn), its level sigma_hat (= sigma but for kar2), and D(x, sigma_hat); rk45 calls it once per model
+evaluation (the adaptive solver's trial states). It sees the tensors, it cannot change the result. Data are in sigma (VE) space: x = x0 + sigma * noise.
 Schedules come from `ddmkit.schedules`; `ddmkit.sampling.make_schedule` picks the right one for each.
 
 | name  | kind | update (DMCMC spec section 7)                                  | NFE for N levels    |
@@ -131,9 +134,21 @@ def _d(counter: NFECounter, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch
     return (x - den) / append_dims(sigma, x.ndim), den
 
 
-def _heun_step(counter: NFECounter, x: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
-    """One step of Karras Alg. 1 from s to s_next (per sample); Euler where s_next = 0."""
-    d, _ = _d(counter, x, s)
+def _report(callback, x: torch.Tensor, i: int, sigma: torch.Tensor, denoised: torch.Tensor,
+            sigma_hat: torch.Tensor | None = None) -> None:
+    """k-diffusion's per-step callback (module docstring); nothing when there is none."""
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma if sigma_hat is None else sigma_hat,
+                  "denoised": denoised})
+
+
+def _heun_step(counter: NFECounter, x: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor,
+               report=None) -> torch.Tensor:
+    """One step of Karras Alg. 1 from s to s_next (per sample); Euler where s_next = 0. `report(den)` sees
+    D(x, s) (the callback)."""
+    d, den = _d(counter, x, s)
+    if report is not None:
+        report(den)
     dt = append_dims(s_next - s, x.ndim)
     x_euler = x + dt * d
     positive = s_next > 0
@@ -145,11 +160,13 @@ def _heun_step(counter: NFECounter, x: torch.Tensor, s: torch.Tensor, s_next: to
 
 
 @torch.no_grad()
-def kar1(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+def kar1(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None,
+         callback=None) -> tuple[torch.Tensor, int]:
     """Karras et al. (2022) Algorithm 1: deterministic Heun sampler."""
     counter, sig = _prepare(denoiser, x, sigmas)
     for i in range(sig.shape[1] - 1):
-        x = _heun_step(counter, x, sig[:, i], sig[:, i + 1])
+        report = None if callback is None else (lambda den, x=x, i=i: _report(callback, x, i, sig[:, i], den))
+        x = _heun_step(counter, x, sig[:, i], sig[:, i + 1], report)
     return x, counter.nfe
 
 
@@ -164,6 +181,7 @@ def kar2(
     s_tmin: float = 0.05,
     s_tmax: float = 1.0,
     s_noise: float = 1.007,
+    callback=None,
 ) -> tuple[torch.Tensor, int]:
     """Karras et al. (2022) Algorithm 2: stochastic churn (gamma capped at sqrt(2) - 1), then Heun.
 
@@ -181,12 +199,14 @@ def kar2(
         s_hat = s * (1 + gamma)
         eps = randn_like(x, generator)
         x = x + s_noise * append_dims((s_hat**2 - s**2).clamp(min=0).sqrt(), x.ndim) * eps
-        x = _heun_step(counter, x, s_hat, s_next)
+        report = None if callback is None else (lambda den, x=x, i=i, s=s, s_hat=s_hat: _report(callback, x, i, s, den, s_hat))
+        x = _heun_step(counter, x, s_hat, s_next, report)
     return x, counter.nfe
 
 
 @torch.no_grad()
-def rd(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+def rd(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None,
+       callback=None) -> tuple[torch.Tensor, int]:
     """Reverse-diffusion predictor (Song et al. 2021): x += D_j s + sqrt(D_j) z, D_j = s_j^2 - s_(j+1)^2;
     returns the last mean."""
     counter, sig = _prepare(denoiser, x, sigmas)
@@ -195,14 +215,17 @@ def rd(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=N
         if not (s > 0).any():
             break
         delta = append_dims(s**2 - s_next**2, x.ndim)
-        score = (counter(x, s) - x) / append_dims(s, x.ndim) ** 2
+        den = counter(x, s)
+        _report(callback, x, i, s, den)
+        score = (den - x) / append_dims(s, x.ndim) ** 2
         mean = x + delta * score
         x = mean + delta.sqrt() * randn_like(x, generator) if i < sig.shape[1] - 2 else mean
     return x, counter.nfe
 
 
 @torch.no_grad()
-def em(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+def em(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None,
+       callback=None) -> tuple[torch.Tensor, int]:
     """Euler-Maruyama for the reverse VE SDE in log-sigma time: g^2 dt = 2 s_j^2 ln(s_j / s_(j+1)).
 
     The step to sigma = 0 (where log time ends) is the mean update with g^2 dt = s_j^2, i.e. a
@@ -215,21 +238,26 @@ def em(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=N
             break
         last = bool((s_next == 0).all())
         g2dt = torch.where(s_next > 0, 2 * s**2 * torch.log(s / s_next.clamp(min=1e-30)), s**2)
-        score = (counter(x, s) - x) / append_dims(s, x.ndim) ** 2
+        den = counter(x, s)
+        _report(callback, x, i, s, den)
+        score = (den - x) / append_dims(s, x.ndim) ** 2
         mean = x + append_dims(g2dt, x.ndim) * score
         x = mean if last else mean + append_dims(g2dt.sqrt() * (s_next > 0), x.ndim) * randn_like(x, generator)
     return x, counter.nfe
 
 
 @torch.no_grad()
-def pf(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+def pf(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None,
+       callback=None) -> tuple[torch.Tensor, int]:
     """Probability-flow ODE, Euler on the reverse-diffusion grid: x += (s_j^2 - s_(j+1)^2) s / 2."""
     counter, sig = _prepare(denoiser, x, sigmas)
     for i in range(sig.shape[1] - 1):
         s, s_next = sig[:, i], sig[:, i + 1]
         if not (s > 0).any():
             break
-        score = (counter(x, s) - x) / append_dims(s, x.ndim) ** 2
+        den = counter(x, s)
+        _report(callback, x, i, s, den)
+        score = (den - x) / append_dims(s, x.ndim) ** 2
         x = x + 0.5 * append_dims(s**2 - s_next**2, x.ndim) * score
     return x, counter.nfe
 
@@ -243,6 +271,7 @@ def rk45(
     generator=None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    callback=None,
 ) -> tuple[torch.Tensor, int]:
     """Adaptive RK45 (scipy `solve_ivp`) on the probability-flow ODE, the batch as one flat system.
 
@@ -263,7 +292,9 @@ def rk45(
     def f(t: float, y: np.ndarray) -> np.ndarray:
         xt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
         sigma = (s_end * torch.exp(t * log_ratio)).to(dtype=dtype, device=device)
-        dx = (xt - counter(xt, sigma)).double() * append_dims(log_ratio.to(device), len(shape))
+        den = counter(xt, sigma)
+        _report(callback, xt, counter.nfe - 1, sigma, den)
+        dx = (xt - den).double() * append_dims(log_ratio.to(device), len(shape))
         return dx.reshape(-1).cpu().numpy()
 
     if bool((log_ratio > 0).any()):
@@ -272,13 +303,15 @@ def rk45(
             raise DdmkitError(f"RK45 failed: {sol.message}; loosen --rtol/--atol or check the model")
         x = torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=dtype).reshape(shape)
     if bool((sig[:, -1] == 0).all()):
-        x = counter(x, s_end.to(dtype))
+        den = counter(x, s_end.to(dtype))
+        _report(callback, x, counter.nfe - 1, s_end.to(dtype), den)
+        x = den
     return x, counter.nfe
 
 
 @torch.no_grad()
 def ddim(
-    denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None, eta: float = 0.0
+    denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None, eta: float = 0.0, callback=None
 ) -> tuple[torch.Tensor, int]:
     """DDIM (Song et al. 2021a) in sigma space: x' = D + s_down (x - D)/s + s_up z, with k-diffusion's
     ancestral split s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)), s_down = sqrt(s'^2 - s_up^2),
@@ -289,6 +322,7 @@ def ddim(
     for i in range(sig.shape[1] - 1):
         s, s_next = sig[:, i], sig[:, i + 1]
         den = counter(x, s)
+        _report(callback, x, i, s, den)
         s_up = torch.minimum(s_next, eta * (s_next**2 * (s**2 - s_next**2) / s**2).clamp(min=0).sqrt())
         s_down = (s_next**2 - s_up**2).clamp(min=0).sqrt()
         x = den + append_dims(s_down / s, x.ndim) * (x - den)
@@ -315,7 +349,8 @@ def _multistep_2m(x: torch.Tensor, den: torch.Tensor, old_den: torch.Tensor, s: 
 
 
 @torch.no_grad()
-def dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+def dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None,
+             callback=None) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2; k-diffusion's `sample_dpmpp_2m`) in sigma space, 1 NFE a step.
 
     Multistep in lambda = -log sigma with r = h_prev / h: D^ = (1 + 1/(2r)) D_i - D_(i-1) / (2r); first order
@@ -330,6 +365,7 @@ def dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, gener
             break
         s = torch.where(active, s, torch.ones_like(s))  # finished rows: any positive level, the step is masked
         den = counter(x, s)
+        _report(callback, x, i, s, den)
         h = _lambda_step(s, s_next)
         x_new, _ = _multistep_2m(x, den, den if old_den is None else old_den, s, s_next, h, h_prev)
         x = torch.where(append_dims(active, x.ndim), x_new, x)
@@ -365,7 +401,8 @@ def _unic(x: torch.Tensor, x_last: torch.Tensor, den: torch.Tensor, m0: torch.Te
 
 
 @torch.no_grad()
-def unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, int]:
+def unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator=None,
+          callback=None) -> tuple[torch.Tensor, int]:
     """UniPC-bh2 of order 2 (Zhao et al. 2023, Alg. 2; diffusers' `UniPCMultistepScheduler` defaults) in sigma
     space, 1 NFE a step.
 
@@ -383,6 +420,7 @@ def unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generato
         den = counter(x, s)
         if i > 0:
             x = _unic(x, x_last, den, m0, m1, s / sig[:, i - 1], h, h_prev, second)
+        _report(callback, x, i, s, den)
         old = den if m0 is None else m0
         h_next = _lambda_step(s, s_next)
         x_pred, second = _multistep_2m(x, den, old, s, s_next, h_next, h)
@@ -422,9 +460,9 @@ class Integrator:
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The options it takes: its keyword-only parameters other than `generator`."""
+        """The options it takes: its keyword-only parameters other than `generator` and `callback`."""
         params = inspect.signature(self.fn).parameters.values()
-        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "generator")
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback"))
 
     def nfe(self, steps: int) -> int | None:
         """NFE of one integration with N = `steps` (None where it is measured: rk45)."""

@@ -105,15 +105,18 @@ def integrate(
     sigma_lo: float | None = None,
     tweedie_sigma: float | None = None,
     options: dict[str, Any] | None = None,
+    callback=None,
 ) -> tuple[torch.Tensor, int]:
     """Integrate x from each sample's own sigma_start down to 0, then the optional Tweedie step.
 
-    Returns the result and its measured NFE (integrator + Tweedie)."""
+    Returns the result and its measured NFE (integrator + Tweedie). `callback` is the integrator's
+    k-diffusion-style per-step hook (`ddmkit.integrators`)."""
     fn = get_integrator(integrator)
     lo = default_sigma_lo(denoiser) if sigma_lo is None else float(sigma_lo)
     sigmas = make_schedule(integrator, steps, sigma_start, lo, denoiser).to(x.device)
     counter = NFECounter(denoiser)
-    x, _ = fn(counter, x, sigmas, generator=generator, **integrator_options(integrator, denoiser, options))
+    extra = {} if callback is None else {"callback": callback}
+    x, _ = fn(counter, x, sigmas, generator=generator, **integrator_options(integrator, denoiser, options), **extra)
     if tweedie_sigma is not None and tweedie_sigma > 0:
         x, _ = tweedie(counter, x, tweedie_sigma)
     return x, counter.nfe
@@ -137,15 +140,19 @@ def plan_batches(num: int, batch_size: int, indices: Sequence[int] | None = None
 @torch.no_grad()
 def sample_batch(denoiser: Denoiser, batch: Sequence[int], *, seed: int, sigma_start: float, integrator: str,
                  steps: int, sigma_lo: float, use_tweedie: bool = True,
-                 options: dict[str, Any] | None = None) -> tuple[torch.Tensor, int]:
+                 options: dict[str, Any] | None = None, noise: torch.Tensor | None = None,
+                 step_callback=None) -> tuple[torch.Tensor, int]:
     """The samples `batch` of a run: x_T = sigma_start * noise from each sample's own seed, integrated
-    (and Tweedie-denoised at sigma_lo); returns them clamped to the data range on the CPU, and the NFE."""
+    (and Tweedie-denoised at sigma_lo); returns them clamped to the data range on the CPU, and the NFE.
+    `noise` (one unit normal per sample of the batch) replaces the seeded draw of x_T; the seeded streams
+    advance as without it, so a stochastic integrator draws the same noise either way."""
     inner = unwrap(denoiser)
     gen = PerSampleGenerator([sample_seed(seed, i) for i in batch], device="cpu")
-    x = gen.randn((len(batch),) + tuple(inner.sample_shape)).to(inner.device) * sigma_start
+    eps = gen.randn((len(batch),) + tuple(inner.sample_shape))
+    x = (eps if noise is None else noise.to(eps.dtype)).to(inner.device) * sigma_start
     start = torch.full((len(batch),), sigma_start, dtype=torch.float64)
     x, nfe = integrate(denoiser, x, start, integrator, steps, generator=gen, sigma_lo=sigma_lo,
-                       tweedie_sigma=sigma_lo if use_tweedie else None, options=options)
+                       tweedie_sigma=sigma_lo if use_tweedie else None, options=options, callback=step_callback)
     x = clamp_to_range(denoiser, x).float().cpu()
     if not torch.isfinite(x).all():
         raise DdmkitError(f"{integrator} produced non-finite samples; use more --steps or another integrator")
@@ -169,13 +176,17 @@ def sample(
     progress: bool = False,
     callback=None,
     batches: Sequence[Sequence[int]] | None = None,
+    noise: torch.Tensor | None = None,
+    step_callback=None,
 ) -> SampleResult:
     """Draw samples `indices` (default 0..num-1); returns them (clamped to the data range) and the NFE.
 
     `batches` (instead of `indices`) gives the batches themselves: a network's float results can depend
     on which samples share its batch, so a caller that must reproduce another run bit for bit (several
     workers, `ddmkit sample` under torchrun) passes that run's batches.
-    `callback(indices, x)` is called after each batch (for incremental, resumable writing)."""
+    `callback(indices, x)` is called after each batch (for incremental, resumable writing);
+    `step_callback` is the integrators' per-step hook (k-diffusion's `callback(dict)`). `noise` (one unit
+    normal x_T / sigma_start per sample, indexed like the samples 0..num-1) replaces the seeded x_T."""
     if batch_size < 1:
         raise DdmkitError(f"--batch-size must be >= 1, got {batch_size}")
     if num < 0:
@@ -194,7 +205,8 @@ def sample(
     nfe_total = 0  # NFE of each batch, weighted by its size (rk45's NFE differs between batches)
     for batch in tqdm(batches, disable=not progress, desc=f"sample {integrator}", unit="batch"):
         x, nfe = sample_batch(denoiser, batch, seed=seed, sigma_start=s_start, integrator=integrator, steps=steps,
-                              sigma_lo=lo, use_tweedie=use_tweedie, options=options)
+                              sigma_lo=lo, use_tweedie=use_tweedie, options=options, step_callback=step_callback,
+                              noise=None if noise is None else noise[torch.as_tensor(batch)])
         nfe_total += nfe * len(batch)
         outs.append(x)
         if callback is not None:

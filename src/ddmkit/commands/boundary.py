@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import DdmkitError
 from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
-from .common import add_model_argument, model_input_paths, resolve_device, run_lock
+from .common import add_model_argument, model_input_paths, model_options, resolve_device, run_lock
 
 
 class ParagraphFormatter(argparse.HelpFormatter):
@@ -186,7 +186,7 @@ def _fit(args: argparse.Namespace, out: Path) -> int:
     from ..models.loading import load_model
 
     n_test = parse_test(args.test)
-    denoiser = load_model(args.model, device=resolve_device(args.device))
+    denoiser = load_model(args.model, device=resolve_device(args.device), **model_options(args))
     with EpsModel(denoiser, args.hspace_module) as m:
         T = m.num_timesteps
     resolve_module(find_network(denoiser), args.hspace_module)

@@ -16,8 +16,22 @@ from .argtypes import path_text
 
 def add_model_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", type=path_text,
-                   help="'default' (shipped faces DDPM), 'digits', gmm:PATH.json, or a diffusers folder (default: default)")
+                   help="'default' (shipped faces DDPM), 'digits', gmm:PATH.json, a diffusers folder, a hub id (from "
+                   "the local Hugging Face cache) or a raw checkpoint FORMAT:PATH@CONFIG (default: default)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1', ...")
+    g = p.add_argument_group("loading a diffusers folder or hub id")
+    g.add_argument("--revision", default=None, help="hub ids: the branch, tag or commit (default: main)")
+    g.add_argument("--variant", default=None, help="the weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
+    g.add_argument("--torch-dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="the network's weights dtype in memory (default: as stored); --dtype is the autocast precision")
+    g.add_argument("--allow-download", action="store_true",
+                   help="hub ids: let huggingface_hub download what the local cache lacks (default: never download)")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The load_model keywords of the model flags (`add_model_argument`)."""
+    return {"revision": getattr(args, "revision", None), "variant": getattr(args, "variant", None),
+            "torch_dtype": getattr(args, "torch_dtype", None), "allow_download": getattr(args, "allow_download", False)}
 
 
 def add_overwrite_argument(p: argparse.ArgumentParser, what: str = "--out") -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import DdmkitError
 from ..provenance import provenance
 from .argtypes import MAX_STEPS, float_range, int_range
-from .common import resolve_device, run_lock
+from .common import model_options, resolve_device, run_lock
 
 EXAMPLE = ("example: ddmkit control --boundary smiling --distance 1x --num 8 --out runs/control\n"
            "  ddmkit control --boundary eyeglasses --sweep -2x:2x:5 --num 4 --prefix-steps 498 --out runs/official-cost")
@@ -82,7 +82,7 @@ def _run_locked(args: argparse.Namespace, out: Path) -> int:
     options = {k: v for k, v in (("s_tmin", args.prefix_s_tmin), ("s_tmax", args.prefix_s_tmax)) if v is not None}
     prefix = PrefixSettings(integrator=args.prefix_integrator, steps=args.prefix_steps, eta=args.prefix_eta,
                             options=options)
-    denoiser = load_model(args.model, device=resolve_device(args.device))
+    denoiser = load_model(args.model, device=resolve_device(args.device), **model_options(args))
     shape = tuple(unwrap(denoiser).sample_shape)
     if len(shape) != 3:
         raise DdmkitError(f"control needs an image model; this one has samples of shape {shape}")

@@ -13,7 +13,7 @@ from ..errors import DdmkitError
 from ..output_guard import check_target, json_file_says, refuse_inputs
 from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_STEPS, float_range, int_range, path_text, seed
-from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, model_options, resolve_device, run_lock
 
 EXAMPLE = ("example: ddmkit edit photo.png --boundary smiling --distance 20 --out runs/edit\n"
            "  ddmkit edit faces/ --boundary smiling --sweep -2x:2x:5 --out runs/sweep\n"
@@ -244,7 +244,7 @@ def _run_locked(args: argparse.Namespace, src: Path, out: Path) -> int:
     from ..models.loading import load_model
 
     files = _input_files(src)
-    denoiser = load_model(args.model, device=resolve_device(args.device))
+    denoiser = load_model(args.model, device=resolve_device(args.device), **model_options(args))
     x, data_range = _load_images(files, denoiser)
     plans = build_plans(args, denoiser)
     t0 = time.time()

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import DdmkitError
 from ..provenance import provenance
 from .argtypes import MAX_STEPS, float_range, int_range, path_text
-from .common import add_model_argument, add_overwrite_argument, model_input_paths, resolve_device, run_lock
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, model_options, resolve_device, run_lock
 
 EXAMPLE = "example: ddmkit mixing-step --faces 200 --attribute smiling --out runs/mixing-smiling"
 
@@ -86,7 +86,7 @@ def _run_locked(args: argparse.Namespace, out: Path) -> int:
             candidates = [int(v) for v in args.candidates.split(",") if v.strip()]
         except ValueError:
             raise DdmkitError(f"--candidates must be comma-separated integers, got {args.candidates!r}") from None
-    denoiser = load_model(args.model, device=resolve_device(args.device))
+    denoiser = load_model(args.model, device=resolve_device(args.device), **model_options(args))
     with EpsModel(denoiser, args.hspace_module) as m:
         T = m.num_timesteps
     x, y, info, name = load_labelled(args, denoiser)

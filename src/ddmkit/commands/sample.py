@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import DdmkitError
 from ..provenance import provenance
 from .argtypes import MAX_BATCH, MAX_NUM, MAX_STEPS, float_range, int_range, path_text, seed
-from .common import add_model_argument, add_overwrite_argument, model_input_paths, on_main, run_lock
+from .common import add_model_argument, add_overwrite_argument, model_input_paths, model_options, on_main, run_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -215,7 +215,7 @@ def run_on(args: argparse.Namespace, dist) -> int:
 
     out = Path(args.out)
     on_main(dist, lambda: claim_output(args, out))
-    denoiser = load_model(args.model, device=dist.device)
+    denoiser = load_model(args.model, device=dist.device, **model_options(args))
     check_memory(args.num, tuple(denoiser.sample_shape))
     denoiser = with_precision(denoiser, args.dtype)
     settings = {
@@ -223,6 +223,9 @@ def run_on(args: argparse.Namespace, dist) -> int:
         "integrator": args.integrator, "steps": args.steps, "num": args.num, "seed": args.seed,
         "tweedie": not args.no_tweedie, "options": args.options, "dtype": getattr(args, "dtype", "fp32"),
     }
+    load = {k: v for k, v in model_options(args).items() if v not in (None, False)}
+    if load:  # --variant / --torch-dtype / --revision change the model: a resumed run must use the same
+        settings["model_load"] = load
     if getattr(args, "dmcmc", False):
         from ..dmcmc.run import run_dmcmc_sample
 

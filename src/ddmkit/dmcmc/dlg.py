@@ -1,7 +1,7 @@
 """Denoising Langevin Gibbs (DLG): persistent MCMC chains over (x, sigma), then any integrator from each
 chain's own sigma, then Tweedie (DMCMC spec sections 3-5, 10, 11).
 
-    clf = load_classifier("faces_noise_classifier")
+    clf = load_classifier("faces_noise_classifier")         # a shipped classifier by name, or PATH
     result = dlg_sample(denoiser, clf, DLGConfig(integrator="kar1", steps=4, eta=0.8, n_skip=4), num=64, chains=16)
     result.x, result.chain, result.nfe["per_output"]
 
@@ -236,10 +236,11 @@ class DLGSampler:
 
     def __init__(self, denoiser: Denoiser, classifier: NoiseLevelClassifier, config: DLGConfig | None = None, *,
                  chains: int = 64, seed: int = 0, report: Callable[[str], None] | None = None,
-                 chain_ids: Sequence[int] | None = None):
+                 chain_ids: Sequence[int] | None = None, noise: torch.Tensor | None = None):
         """`chain_ids`: the global ids of this sampler's chains (default 0..chains-1). A worker of a
         distributed run holds a block of the chains; chain c's random streams depend on c only, so a
-        chain is the same chain whichever worker runs it."""
+        chain is the same chain whichever worker runs it. `noise` (chains, *sample_shape), unit normals:
+        the starting noise of each chain's first burn-in (x = sigma_max noise) instead of its seeded draw."""
         self.config = config or DLGConfig()
         self.config.validate()
         if chain_ids is not None:
@@ -269,6 +270,10 @@ class DLGSampler:
         # the Langevin score through a view with its own clip, its calls added to this sampler's count
         self.score_model = NFECounter(view(self.inner, clip_denoised=clip)) if clip is not None and bool(clip) != model_clip else None
         self._clf_seen = classifier.calls  # the classifier may be shared: count only this sampler's passes
+        if noise is not None and tuple(noise.shape) != (self.chains,) + self.shape:
+            raise DdmkitError(f"the starting noise must have shape {(self.chains,) + self.shape} (one per chain), "
+                              f"got {tuple(noise.shape)}")
+        self.start_noise = noise
 
     # -- moves ------------------------------------------------------------------------------
     def _streams(self, chain_ids, restarts, tag: int, round_: int = 0) -> PerSampleGenerator:
@@ -276,6 +281,15 @@ class DLGSampler:
 
     def _randn(self, gen: PerSampleGenerator, n: int) -> torch.Tensor:
         return gen.randn((n,) + self.shape).to(self.device)
+
+    def _start(self, gen: PerSampleGenerator, chain_ids: list[int], restarts: list[int]) -> torch.Tensor:
+        """The unit noise a burn-in starts from: the seeded draw, or `noise` for a chain's first burn-in."""
+        eps = self._randn(gen, len(chain_ids))
+        first = [k for k, r in enumerate(restarts) if r == 0]
+        if self.start_noise is not None and first:
+            rows = [self.chain_ids.index(chain_ids[k]) for k in first]
+            eps[first] = self.start_noise[rows].to(device=eps.device, dtype=eps.dtype)
+        return eps
 
     def langevin(self, x: torch.Tensor, sigma: torch.Tensor, eta: float, gen) -> torch.Tensor:
         """x + (eta/2) s(x, sigma) + sqrt(eta) z: unadjusted Langevin, not scaled by sigma^2 (1 NFE)."""
@@ -306,7 +320,7 @@ class DLGSampler:
         gen = self._streams(chain_ids, restarts, tag=1)
         c0 = self.counter.nfe
         s_max = float(self.inner.sigma_max)
-        x = self._randn(gen, n) * s_max
+        x = self._start(gen, chain_ids, restarts) * s_max
         if b.stop > 0:  # the Karras grid from sigma_max down to `stop`, without the final 0
             grid = karras_sigmas(b.kar2_steps, min(b.stop * self.scale, s_max), torch.full((n,), s_max))[:, :-1]
             x, _ = get_integrator("kar2")(self.counter, x, grid.to(x.device), generator=gen,
@@ -532,11 +546,12 @@ class DLGResult:
 
 def dlg_sample(denoiser: Denoiser, classifier: NoiseLevelClassifier, config: DLGConfig | None = None, *,
                num: int = 64, chains: int | None = None, seed: int = 0, progress: bool = False,
-               report: Callable[[str], None] | None = None) -> DLGResult:
-    """`num` DLG samples (in memory; `ddmkit sample --dmcmc` is the resumable, file-backed version)."""
+               report: Callable[[str], None] | None = None, noise: torch.Tensor | None = None) -> DLGResult:
+    """`num` DLG samples (in memory; `ddmkit sample --dmcmc` is the resumable, file-backed version);
+    `noise` (chains, *sample_shape): each chain's starting noise (`DLGSampler`)."""
     config = config or DLGConfig()
     chains = int(chains or min(num, 64))
-    sampler = DLGSampler(denoiser, classifier, config, chains=chains, seed=seed, report=report)
+    sampler = DLGSampler(denoiser, classifier, config, chains=chains, seed=seed, report=report, noise=noise)
     outs: list[RoundOutput] = []
     state = sampler.run(num, on_round=lambda o, s: outs.append(o), progress=progress)
     cat = lambda k: np.concatenate([getattr(o, k) for o in outs]) if outs else np.zeros(0)  # noqa: E731

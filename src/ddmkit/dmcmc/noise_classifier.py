@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..assets import shipped_noise_classifier
 from ..denoisers import unwrap
 from ..errors import DdmkitError
 from ..integrators import randn_like
@@ -129,10 +130,14 @@ def save_classifier(path: str | os.PathLike, net: NoiseLevelNet, meta: dict) -> 
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> NoiseLevelClassifier:
-    """Read PATH(.safetensors/.json); raises DdmkitError naming the fix if missing or corrupt."""
+    """Read PATH(.safetensors/.json), or a shipped classifier by name ('faces_noise_classifier', or the model's
+    name: 'default', 'digits', 'digits-ve'); raises DdmkitError naming the fix if missing or corrupt."""
     from safetensors.torch import load_file
 
     wpath, mpath = paths_for(path)
+    shipped = shipped_noise_classifier(str(path))
+    if not (wpath.is_file() or mpath.is_file()) and shipped is not None:
+        wpath, mpath = paths_for(shipped)
     if not wpath.is_file() or not mpath.is_file():
         raise DdmkitError(
             f"noise classifier {wpath.with_suffix('')} not found (need {wpath.name} and {mpath.name}); "

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..denoisers import unwrap
 from ..errors import DdmkitError
 from .ddim import Inversion, generate, invert, reconstruction_error
 from .loop import NFETally, Outputs, edit_batches, settings_json
@@ -41,10 +42,26 @@ class EditResult(Outputs):
 
 
 def as_plans(plans: EditPlan | Sequence[EditPlan]) -> list[EditPlan]:
-    plans = [plans] if isinstance(plans, EditPlan) else list(plans)
+    plans = [plans] if isinstance(plans, EditPlan) else list(plans) if isinstance(plans, (list, tuple)) else [plans]
     if not plans:
         raise DdmkitError("no edit to make")
+    for p in plans:
+        if not isinstance(p, EditPlan):
+            raise DdmkitError(f"edit_images takes EditPlan(s), got {p!r}; for a boundary by name use "
+                              "EditPlan([(resolve_boundary(name, model), parse_distance('1x'))]) or ddmkit.edit(model, "
+                              "images, name)")
     return plans
+
+
+def as_images(denoiser, images) -> torch.Tensor:
+    """Images as float32 (B, C, H, W) of the model's sample shape (one-line DdmkitError otherwise)."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images, dtype=torch.float32)
+    shape = tuple(unwrap(denoiser).sample_shape)
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise DdmkitError(f"edit_images takes float images (B, C, H, W) = (B, {', '.join(map(str, shape))}) in the "
+                          f"model's range, got shape {tuple(x.shape)}; for PIL images or uint8 arrays use "
+                          "ddmkit.edit(model, images, boundary)")
+    return x
 
 
 @torch.no_grad()
@@ -55,7 +72,7 @@ def edit_images(denoiser, images: torch.Tensor | np.ndarray, plans: EditPlan | S
     list of plans). Generation uses `settings` (default: eta = 1 on the boundary's N_inv grid)."""
     plans = as_plans(plans)
     step = plans[0].step
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images, dtype=torch.float32)
+    x = as_images(denoiser, images)
     idx = list(range(len(x))) if indices is None else list(indices)
 
     def source(model, sl: slice, ib: list[int]) -> Inversion:

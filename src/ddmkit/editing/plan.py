@@ -70,10 +70,28 @@ def parse_sweep(text: str) -> list[Distance]:
     return [Distance(float(v), a.relative) for v in np.linspace(a.value, b.value, k)]
 
 
+def _check_boundary(b) -> None:
+    if not isinstance(b, AttributeBoundary):
+        raise DdmkitError(f"an edit plan holds AttributeBoundary objects, got {b!r}; load a boundary by name or file "
+                          "with resolve_boundary(name, model) (or ddmkit.boundary)")
+
+
+def _edit_pair(edit) -> tuple[AttributeBoundary, Distance]:
+    """(boundary, distance) of one edit; a number or a string such as '1x' becomes a `Distance`."""
+    if not (isinstance(edit, (tuple, list)) and len(edit) == 2):
+        raise DdmkitError(f"each edit is a (boundary, distance) pair, got {edit!r}")
+    b, d = edit
+    _check_boundary(b)
+    if isinstance(d, bool) or not isinstance(d, (Distance, int, float, str)):
+        raise DdmkitError(f"a distance is a number, a string like '1.5x' or a Distance, got {d!r}")
+    return b, d if isinstance(d, Distance) else parse_distance(d)
+
+
 @dataclass
 class EditPlan:
-    """What one edit does: boundaries with their distances, applied in order, normals projected off
-    the `conditions`, in `space` with `move`. Every boundary shares one mixing step (`step`)."""
+    """What one edit does: boundaries with their distances (a `Distance`, a number or a string like '1x'),
+    applied in order, normals projected off the `conditions`, in `space` with `move`. Every boundary shares
+    one mixing step (`step`)."""
 
     edits: list[tuple[AttributeBoundary, Distance]]
     conditions: list[AttributeBoundary] = field(default_factory=list)
@@ -83,6 +101,9 @@ class EditPlan:
     def __post_init__(self) -> None:
         if not self.edits:
             raise DdmkitError("an edit needs at least one boundary")
+        self.edits = [_edit_pair(e) for e in self.edits]
+        for c in self.conditions:
+            _check_boundary(c)
         if self.space not in EDIT_SPACES:
             raise DdmkitError(f"space must be one of {', '.join(EDIT_SPACES)}, got {self.space!r}")
         if self.move not in MOVES:

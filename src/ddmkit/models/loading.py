@@ -5,21 +5,25 @@
     load_model("digits-ve")                                 # the shipped digits VE model (EDM, data in [0, 1])
     load_model("gmm:mix.json")                              # an exact Gaussian mixture
     load_model("path/to/folder")                            # a diffusers folder (pipeline or bare UNet)
-    load_model("google/ddpm-cifar10-32")                    # a hub id: only from the local HF cache
+    load_model("google/ddpm-cifar10-32")                    # a hub id: from the local HF cache (no download)
+    load_model("google/ddpm-cifar10-32", allow_download=True, revision="main")   # may download
+    load_model("folder", variant="fp16", torch_dtype=torch.float16)              # a weights variant, a dtype
     load_model("score-sde:checkpoint_24.pth@cifar10_ncsnpp_continuous")   # score_sde VE NCSN++
     load_model("ddpm:celeba_hq.ckpt@celeba_hq")             # SDEdit / DiffusionCLIP / DDIM DDPM
     load_model("guided:afhqdog_p2.pt@afhqdog_p2")           # iDDPM / ADM (guided-diffusion)
 
-The scheduler config picks the parametrisation: DDPMScheduler / DDIMScheduler (VP, its `prediction_type`
-epsilon, v_prediction or sample; data in [-1, 1]) -> `VPEpsDenoiser`; ScoreSdeVeScheduler (VE score with
+The scheduler config picks the parametrisation (`ddmkit.models.parametrisation`): any scheduler with a
+beta schedule -- DDPM, DDIM, PNDM, Euler, DPM-Solver, ... (VP, its `prediction_type` epsilon, v_prediction or
+sample; the betas as that scheduler class computes them; data in [-1, 1]) -> `VPEpsDenoiser`; ScoreSdeVeScheduler (VE score with
 Fourier sigma embedding, data in [0, 1]; the network centres its input itself) -> `VEScoreDenoiser`;
 EDMEulerScheduler (EDM preconditioning with its sigma_data and prediction_type; data in [-1, 1] unless the
 folder's `ddmkit_model.json` gives its `data_range`) -> `EDMDenoiser`. Raw checkpoints are converted in
 memory on every load; `ddmkit convert` writes the diffusers folder once (`save_diffusers_folder`).
 
-Offline by design: nothing is downloaded and `from_pretrained` is never called with a hub id. A
-hub id is looked up only in the local Hugging Face cache; weights load from safetensors or through
-`torch.load(weights_only=True)`, so a file that would need arbitrary code to unpickle is refused.
+diffusers-native (`ddmkit.models.native`): networks load through diffusers' `from_pretrained` with
+`local_files_only=True` (weights from safetensors or `torch.load(weights_only=True)`, so a file that would need
+arbitrary code to unpickle is refused; every key is checked); a hub id resolves through huggingface_hub's
+`snapshot_download`, offline unless `allow_download=True` (CLI `--allow-download`).
 """
 from __future__ import annotations
 
@@ -29,30 +33,47 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..assets import shipped_model
-from ..denoisers import Denoiser, EDMDenoiser, VPEpsDenoiser, unwrap
+from ..denoisers import Denoiser, EDMDenoiser, VEScoreDenoiser, VPEpsDenoiser, unwrap
 from ..errors import DdmkitError, ModelLoadError
-from .checkpoints import build_unet, file_sha256, load_converted_state, read_checkpoint
-from ..mixtures import GMMDenoiser
+from ..mixtures import GMMDenoiser, load_gmm_denoiser
+from .checkpoints import file_sha256
+from .configs import arch_names, bottleneck_module_name, get_arch
+from .convert_ddpm import convert_ddpm_checkpoint
+from .convert_guided import convert_guided_checkpoint
+from .convert_score_sde import convert_score_sde_checkpoint
+from .native import hub_snapshot, load_network, weights_file
+from .parametrisation import VE_SCHEDULERS, family, vp_schedule
 
 RAW_FORMATS = ("score-sde", "ddpm", "guided")
-VP_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
-VE_SCHEDULERS = ("ScoreSdeVeScheduler",)
-EDM_SCHEDULERS = ("EDMEulerScheduler",)
 MODEL_INFO_FILE = "ddmkit_model.json"  # optional facts a scheduler config cannot state: {"data_range": [lo, hi]}
-_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+TORCH_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def load_model(spec: str | None = "default", *, device: str | torch.device = "cpu", timestep_mode: str = "nearest") -> Denoiser:
-    """Load a model given on the command line as `--model SPEC` (see the module docstring)."""
+def parse_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A load dtype: a torch dtype or its name (float32, float16, bfloat16; fp32, fp16, bf16); None: as stored."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in TORCH_DTYPES:
+        raise DdmkitError(f"torch_dtype must be one of float32, float16, bfloat16 (or a torch.dtype), got {dtype!r}")
+    return TORCH_DTYPES[str(dtype)]
+
+
+def load_model(spec: str | os.PathLike | None = "default", *, device: str | torch.device = "cpu",
+               timestep_mode: str = "nearest", revision: str | None = None, variant: str | None = None,
+               torch_dtype: str | torch.dtype | None = None, allow_download: bool = False) -> Denoiser:
+    """Load a model given on the command line as `--model SPEC` (see the module docstring). `variant` and
+    `torch_dtype` apply to diffusers folders and hub ids, `revision` and `allow_download` to hub ids."""
     spec = "default" if spec in (None, "") else str(spec)
+    net = {"variant": variant, "torch_dtype": parse_torch_dtype(torch_dtype), "device": device,
+           "timestep_mode": timestep_mode}
     if spec.startswith("gmm:"):
-        from ..mixtures import load_gmm_denoiser
-
         return load_gmm_denoiser(spec[4:])
     asset = shipped_model(spec)
     if asset is not None:
@@ -61,7 +82,7 @@ def load_model(spec: str | None = "default", *, device: str | torch.device = "cp
                 f"the shipped {spec!r} model is missing from {asset.model_dir}; reinstall ddmkit or train it with "
                 f"{asset.train_script}"
             )
-        den = load_diffusers_folder(asset.model_dir, device=device, timestep_mode=timestep_mode)
+        den = load_diffusers_folder(asset.model_dir, **net)
         den.name = spec if spec != "faces" else "default"
         den.domain = asset.domain
         return den
@@ -71,19 +92,11 @@ def load_model(spec: str | None = "default", *, device: str | torch.device = "cp
         return load_raw_checkpoint(fmt, path, config, device=device, timestep_mode=timestep_mode)
     path = Path(spec).expanduser()
     if path.exists():
-        return load_diffusers_folder(path, device=device, timestep_mode=timestep_mode)
+        return load_diffusers_folder(path, **net)
     if _looks_like_hub_id(spec):
-        cached = hub_cache_snapshot(spec)
-        if cached is not None:
-            den = load_diffusers_folder(cached, device=device, timestep_mode=timestep_mode)
-            den.name = spec
-            return den
-        raise ModelLoadError(
-            f"{spec!r} is neither a local folder nor a Hugging Face hub id in the local cache, and ddmkit never downloads. "
-            f"On a machine with internet run `huggingface-cli download {spec} --local-dir models/{spec.split('/')[1]}`, "
-            f"copy that folder here and pass --model models/{spec.split('/')[1]} (or fill the HF cache "
-            f"{hub_cache_dir()} and pass the id)"
-        )
+        den = load_diffusers_folder(hub_snapshot(spec, revision=revision, allow_download=allow_download), **net)
+        den.name = spec
+        return den
     raise ModelLoadError(
         f"model {spec!r} not found: give 'default', 'digits', gmm:PATH.json, a diffusers folder, or a raw checkpoint "
         "as score-sde:PATH.pth@CONFIG, ddpm:PATH.ckpt@CONFIG or guided:PATH.pt@CONFIG (configs: `ddmkit convert --list`)"
@@ -101,8 +114,6 @@ def parse_raw_spec(spec: str) -> tuple[str, Path, str] | None:
         return None
     path, at, config = rest.rpartition("@")
     if not at or not path or not config:
-        from .configs import arch_names
-
         raise ModelLoadError(
             f"--model {spec!r}: write {fmt}:PATH@CONFIG, e.g. {fmt}:{rest or 'model.pth'}@{arch_names(fmt)[0]} "
             f"(configs for {fmt}: {', '.join(arch_names(fmt))})"
@@ -115,25 +126,19 @@ def parse_raw_spec(spec: str) -> tuple[str, Path, str] | None:
 # ---------------------------------------------------------------------------------------------------
 
 def hub_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    return home / "hub"
+    """The Hugging Face cache huggingface_hub uses (HF_HUB_CACHE / HF_HOME, read by huggingface_hub)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
-def hub_cache_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot folder of a hub model in the HF cache (refs/main, else the newest), or None."""
-    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
-    snaps = repo / "snapshots"
-    if not snaps.is_dir():
+def hub_cache_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The snapshot folder of a hub model in the local HF cache (`snapshot_download(local_files_only=True)`),
+    or None when it is not there."""
+    try:
+        return hub_snapshot(repo_id, revision=revision)
+    except ModelLoadError:
         return None
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        cand = snaps / ref.read_text().strip()
-        if cand.is_dir():
-            return cand
-    dirs = sorted((d for d in snaps.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
-    return dirs[-1] if dirs else None
 
 
 def _read_json(path: Path) -> dict:
@@ -164,38 +169,11 @@ def _find_scheduler_config(folder: Path) -> dict | None:
 # networks
 # ---------------------------------------------------------------------------------------------------
 
-def _load_unet(unet_dir: Path, device) -> torch.nn.Module:
-    cfg = _read_json(unet_dir / "config.json")
-    weights = [unet_dir / n for n in _WEIGHT_FILES if (unet_dir / n).is_file()]
-    if not weights:
-        raise ModelLoadError(f"{unet_dir} has config.json but no diffusion_pytorch_model.safetensors weights")
-    unet = build_unet(cfg, f"{unet_dir}/config.json")
-    state = read_checkpoint(weights[0])
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"{weights[0]} is not a state dict")
-    state = _rename_legacy_attention(unet, dict(state))
-    load_converted_state(unet, state, f"{weights[0]} (against its config.json)")
-    return unet.to(device).eval()
-
-
-def _rename_legacy_attention(unet: torch.nn.Module, state: dict) -> dict:
-    """Early hub uploads (google/ddpm-*, google/ncsnpp-*) name attention weights query/key/value/proj_attn
-    and may store the Fourier features twice (time_proj.W and time_proj.weight, one parameter under two
-    names); rename / drop them as diffusers' from_pretrained does."""
-    if "time_proj.W" in state:
-        w = state.pop("time_proj.W")
-        if "time_proj.weight" not in state:
-            state["time_proj.weight"] = w
-        elif not torch.equal(w, state["time_proj.weight"]):
-            raise ModelLoadError("the weights hold two different Fourier feature vectors (time_proj.W, time_proj.weight)")
-    table = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
-    for path, module in unet.named_modules():
-        if getattr(module, "_from_deprecated_attn_block", False):
-            for old, new in table.items():
-                for p in ("weight", "bias"):
-                    if f"{path}.{old}.{p}" in state:
-                        state[f"{path}.{new}.{p}"] = state.pop(f"{path}.{old}.{p}")
-    return state
+def _load_unet(unet_dir: Path, device, *, variant: str | None = None,
+               torch_dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The network of a folder through diffusers' from_pretrained (`ddmkit.models.native.load_network`: the
+    legacy attention names of early hub uploads are renamed by diffusers; every key is checked)."""
+    return load_network(unet_dir, variant=variant, torch_dtype=torch_dtype, device=device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -204,59 +182,44 @@ def _rename_legacy_attention(unet: torch.nn.Module, state: dict) -> dict:
 
 def denoiser_from_unet(unet: torch.nn.Module, sched_cfg: dict | None, *, name: str, timestep_mode: str = "nearest",
                        source: str = "model", data_range: tuple[float, float] | None = None) -> Denoiser:
-    """Wrap a network in the denoiser its scheduler config calls for (VP, VE score or EDM); `data_range`
-    overrides the parametrisation's usual one (EDM folders state theirs in ddmkit_model.json)."""
-    from .configs import bottleneck_module_name
-
-    cls = (sched_cfg or {}).get("_class_name", "DDPMScheduler")
+    """Wrap a network in the denoiser its scheduler config calls for (VP, VE score or EDM;
+    `ddmkit.models.parametrisation`); `data_range` overrides the parametrisation's usual one (EDM folders
+    state theirs in ddmkit_model.json)."""
     size = unet.config.sample_size
     size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
     shape = (unet.config.in_channels, *size)
-    if cls in VE_SCHEDULERS:
-        from ..denoisers import VEScoreDenoiser
-
-        if unet.config.get("time_embedding_type", "fourier") != "fourier":
-            raise ModelLoadError(
-                f"{source}: a ScoreSdeVeScheduler model must embed sigma with Fourier features "
-                f"(time_embedding_type 'fourier'), this one has {unet.config.get('time_embedding_type')!r}"
-            )
-        if not unet.config.get("center_input_sample", False):
-            import warnings
-
-            warnings.warn(
-                f"{source}: a VE score model whose UNet does not centre its input (center_input_sample false) is fed "
-                "[0, 1] data as is; score_sde NCSN++ weights expect 2x - 1 (their data.centered = False). If the "
-                "weights come from score_sde, set center_input_sample true in its config.json or convert the original "
-                "checkpoint with `ddmkit convert --format score-sde`", stacklevel=2,
-            )
-        den: Denoiser = VEScoreDenoiser(
-            unet, sigma_min=float(sched_cfg.get("sigma_min", 0.01)), sigma_max=float(sched_cfg.get("sigma_max", 1348.0)),
-            sample_shape=shape, data_range=data_range or (0.0, 1.0), name=name,
-        )
-    elif cls in VP_SCHEDULERS:
-        from diffusers import DDPMScheduler
-
-        cfg = {k: v for k, v in (sched_cfg or {}).items() if not k.startswith("_")}
-        ptype = cfg.get("prediction_type", "epsilon")
-        if ptype not in ("epsilon", "v_prediction", "sample"):
-            raise ModelLoadError(f"{source}: prediction_type {ptype!r} is not supported (epsilon, v_prediction, sample)")
-        try:
-            sched = DDPMScheduler.from_config(cfg)
-        except Exception as e:
-            raise ModelLoadError(f"{source}: bad scheduler config ({e})") from None
-        den = VPEpsDenoiser(unet, sched.alphas_cumprod, shape, timestep_mode=timestep_mode, name=name,
+    kind = family(sched_cfg, source)
+    if kind == "ve":
+        den = _ve_denoiser(unet, sched_cfg, shape, name, source, data_range)
+    elif kind == "vp":
+        abar, ptype = vp_schedule(sched_cfg, source)
+        den = VPEpsDenoiser(unet, abar, shape, timestep_mode=timestep_mode, name=name,
                             prediction_type=ptype, data_range=data_range or (-1.0, 1.0))
-    elif cls in EDM_SCHEDULERS:
-        den = _edm_denoiser(unet, sched_cfg, shape, name, source, data_range)
     else:
-        raise ModelLoadError(
-            f"{source}: scheduler {cls} is not supported; ddmkit reads "
-            f"{', '.join(VP_SCHEDULERS + VE_SCHEDULERS + EDM_SCHEDULERS)} folders (edit scheduler_config.json if "
-            "the network is a DDPM, a VE score or an EDM-preconditioned model)"
-        )
+        den = _edm_denoiser(unet, sched_cfg, shape, name, source, data_range)
     den.bottleneck = bottleneck_module_name(unet)
     den.domain = None
     return den
+
+
+def _ve_denoiser(unet, sched_cfg: dict, shape, name: str, source: str, data_range) -> Denoiser:
+    """ScoreSdeVeScheduler config -> `VEScoreDenoiser` (Fourier sigma embedding, [0, 1] data)."""
+    if unet.config.get("time_embedding_type", "fourier") != "fourier":
+        raise ModelLoadError(
+            f"{source}: a ScoreSdeVeScheduler model must embed sigma with Fourier features "
+            f"(time_embedding_type 'fourier'), this one has {unet.config.get('time_embedding_type')!r}"
+        )
+    if not unet.config.get("center_input_sample", False):
+        warnings.warn(
+            f"{source}: a VE score model whose UNet does not centre its input (center_input_sample false) is fed "
+            "[0, 1] data as is; score_sde NCSN++ weights expect 2x - 1 (their data.centered = False). If the "
+            "weights come from score_sde, set center_input_sample true in its config.json or convert the original "
+            "checkpoint with `ddmkit convert --format score-sde`", stacklevel=3,
+        )
+    return VEScoreDenoiser(
+        unet, sigma_min=float(sched_cfg.get("sigma_min", 0.01)), sigma_max=float(sched_cfg.get("sigma_max", 1348.0)),
+        sample_shape=shape, data_range=data_range or (0.0, 1.0), name=name,
+    )
 
 
 def _edm_denoiser(unet, sched_cfg: dict, shape, name: str, source: str, data_range) -> Denoiser:
@@ -285,33 +248,40 @@ def read_model_info(folder: Path) -> dict:
     return info
 
 
-def load_diffusers_folder(folder: str | os.PathLike, *, device="cpu", timestep_mode: str = "nearest") -> Denoiser:
-    """A diffusers folder as a denoiser; the scheduler config decides the parametrisation."""
+def load_diffusers_folder(folder: str | os.PathLike, *, device="cpu", timestep_mode: str = "nearest",
+                          variant: str | None = None, torch_dtype: torch.dtype | None = None) -> Denoiser:
+    """A diffusers folder as a denoiser; the scheduler config decides the parametrisation. The network loads
+    through diffusers' from_pretrained (`variant`: its weights variant, `torch_dtype`: its dtype in memory)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {folder} does not exist")
     unet_dir = _find_unet_dir(folder)
     sched_cfg = _find_scheduler_config(folder)
+    family(sched_cfg, str(folder))  # an unsupported scheduler is refused before the weights are read
     rng = read_model_info(folder).get("data_range")
-    unet = _load_unet(unet_dir, device)
+    unet = _load_unet(unet_dir, device, variant=variant, torch_dtype=torch_dtype)
+    return denoiser_for_folder(unet, sched_cfg, folder, timestep_mode=timestep_mode, variant=variant,
+                               data_range=tuple(float(v) for v in rng) if rng else None)
+
+
+def denoiser_for_folder(unet: torch.nn.Module, sched_cfg: dict | None, folder: str | os.PathLike, *,
+                        timestep_mode: str = "nearest", variant: str | None = None,
+                        data_range: tuple[float, float] | None = None) -> Denoiser:
+    """The denoiser of a network loaded from `folder` (which gives it its identity, `model_identity`)."""
     den = denoiser_from_unet(unet, sched_cfg, name=str(folder), timestep_mode=timestep_mode, source=str(folder),
-                             data_range=tuple(float(v) for v in rng) if rng else None)
+                             data_range=data_range)
     den.folder = str(folder)
+    den.variant = variant
     return den
 
 
 def convert_raw_checkpoint(fmt: str, path: str | os.PathLike, config: str, *, use_ema: bool = True):
     """(network, Arch, info) for a raw checkpoint of format `fmt` ('score-sde', 'ddpm', 'guided')."""
-    if fmt == "score-sde":
-        from .convert_score_sde import convert_score_sde_checkpoint as convert
-    elif fmt == "ddpm":
-        from .convert_ddpm import convert_ddpm_checkpoint as convert
-    elif fmt == "guided":
-        from .convert_guided import convert_guided_checkpoint as convert
-    else:
+    converters = {"score-sde": convert_score_sde_checkpoint, "ddpm": convert_ddpm_checkpoint,
+                  "guided": convert_guided_checkpoint}
+    if fmt not in converters:
         raise ModelLoadError(f"unknown checkpoint format {fmt!r}; give one of {', '.join(RAW_FORMATS)}")
-    from .configs import get_arch
-
+    convert = converters[fmt]
     get_arch(config, fmt)  # a wrong config name fails before the (slow) read
     return convert(path, config, use_ema=use_ema)
 
@@ -367,7 +337,8 @@ def model_identity(denoiser: Denoiser) -> dict:
     The same weights get the same identity by either route: a raw checkpoint is identified by the
     SHA-256 of its file, and so is a folder that `ddmkit convert` wrote from it with the default
     (EMA) weights; a folder re-saved from a diffusers folder keeps the SHA-256 of the source weights
-    file (`identity_sha256` in ddmkit_conversion.json); other folders: the SHA-256 of their weights.
+    file (`identity_sha256` in ddmkit_conversion.json); other folders: the SHA-256 of their weights file (of
+    the variant's file for a variant: other weights, another identity).
     """
     inner = unwrap(denoiser)
     folder = inner.folder
@@ -376,16 +347,13 @@ def model_identity(denoiser: Denoiser) -> dict:
     conversion = {k: v for k, v in (inner.conversion or {}).items() if k in ("format", "config", "weights")}
     if folder:
         prov_path = Path(folder) / "ddmkit_conversion.json"
-        prov = _read_json(prov_path) if prov_path.is_file() else {}
+        prov = _read_json(prov_path) if prov_path.is_file() and not inner.variant else {}
         if prov.get("identity_sha256"):
             digest = prov["identity_sha256"]
             conversion = {k: prov.get(k) for k in ("format", "config", "weights")}
         else:
-            unet_dir = _find_unet_dir(Path(folder))
-            for n in _WEIGHT_FILES:
-                if (unet_dir / n).is_file():
-                    digest = file_sha256(unet_dir / n)
-                    break
+            weights = weights_file(_find_unet_dir(Path(folder)), inner.variant)
+            digest = file_sha256(weights) if weights is not None else None
     elif checkpoint:
         digest = file_sha256(checkpoint)
     elif isinstance(inner, GMMDenoiser):
