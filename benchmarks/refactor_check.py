@@ -69,7 +69,7 @@ def commands(t: Path) -> list[tuple[str, list[str]]]:
         ("mixing-step", ["mixing-step", "--faces", "8", "--attribute", "smiling", "--n-inv", "4", "--candidates",
                          "100,300", "--radius-samples", "2", "--radius-steps", "4", "--quiet", "--out", str(t / "mix-step")]),
         ("tune", ["tune-dmcmc", "--model", mix, "--noise-classifier", str(t / "clf"), "--target-nfe", "8", "--num", "20",
-                  "--chains", "5", "--etas", "0.05", "--skip-shares", "0.4", "--integrators", "kar1,ddim", "--quiet",
+                  "--outputs-per-chain", "20", "--score-seeds", "1", "--etas", "0.05", "--skip-shares", "0.4", "--integrators", "kar1,ddim", "--quiet",
                   "--out", str(t / "tune.json")]),
         ("train", ["train", "--data", "digits", "--steps", "3", "--batch-size", "4", "--channels", "16,32",
                    "--attention", "0,0", "--checkpoint-every", "2", "--quiet", "--out", str(t / "train")]),

@@ -17,7 +17,6 @@ from ddmkit.cli import main
 from ddmkit.data.faces import sample_faces
 from ddmkit.dmcmc.noise_classifier import exact_mixture_classifier
 
-from conftest import tiny_unet
 
 ROOT = Path(__file__).resolve().parents[1]
 

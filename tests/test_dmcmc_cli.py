@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ddmkit.cli import main
-from ddmkit.dmcmc import run as run_module
+from ddmkit.integrators import get_integrator
+from ddmkit.dmcmc.dlg import ChainState
 
 torch.set_num_threads(1)
 
@@ -73,13 +74,16 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(gmm, tmp_path,
     assert _sample(gmm, tmp_path / "ref") == 0
     saved = {}
 
-    def crash(out, state):
-        if out.round == 0:
+    save = ChainState.save
+
+    def crash(state, path):  # the chain state saved after round r has state.round == r + 1
+        save(state, path)
+        if state.round == 1:
             saved["state"] = (tmp_path / "a" / "parts" / "chains.npz").read_bytes()
-        if out.round == 1:
+        if state.round == 2:
             raise RuntimeError("simulated kill after round 1")
 
-    monkeypatch.setattr(run_module, "AFTER_ROUND", crash)
+    monkeypatch.setattr(ChainState, "save", crash)
     with pytest.raises(RuntimeError):
         _sample(gmm, tmp_path / "a")
     with pytest.raises(RuntimeError):
@@ -88,7 +92,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(gmm, tmp_path,
     (tmp_path / "b" / "parts" / "chains.npz").write_bytes(saved["state"])
     assert sorted(p.name for p in (tmp_path / "b" / "parts").glob("part-*")) == ["part-00000000-00000019.npz",
                                                                                   "part-00000020-00000039.npz"]
-    monkeypatch.setattr(run_module, "AFTER_ROUND", None)
+    monkeypatch.setattr(ChainState, "save", save)
     assert _sample(gmm, tmp_path / "a") == 0
     assert _sample(gmm, tmp_path / "b") == 0
     with np.load(tmp_path / "ref" / "samples.npz") as ref:
@@ -101,10 +105,17 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(gmm, tmp_path,
 
 
 def test_resume_refuses_other_settings(gmm, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(run_module, "AFTER_ROUND", lambda o, s: (_ for _ in ()).throw(RuntimeError("stop")))
+    save = ChainState.save
+
+    def stop(state, path):
+        save(state, path)
+        if state.round == 1:
+            raise RuntimeError("stop")
+
+    monkeypatch.setattr(ChainState, "save", stop)
     with pytest.raises(RuntimeError):
         _sample(gmm, tmp_path / "c")
-    monkeypatch.setattr(run_module, "AFTER_ROUND", None)
+    monkeypatch.setattr(ChainState, "save", save)
     assert _sample(gmm, tmp_path / "c", "--dlg-eta", "0.1") == 2
     assert "other settings" in capsys.readouterr().err
 
@@ -211,20 +222,90 @@ def test_vp_classifier_of_another_model_is_refused(tiny_vp, tmp_path, capsys):
     assert "trained for model" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-def test_tune_dmcmc_writes_a_table(gmm, tmp_path):
+def _tune_args(gmm, out, *extra):
+    return ["tune-dmcmc", "--model", f"gmm:{gmm / 'mix.json'}", "--noise-classifier", str(gmm / "clf"),
+            "--target-nfe", "12", "--integrators", "kar1,pf", "--etas", "0.05", "--skip-shares", "0.3",
+            "--outputs-per-chain", "10", "--num", "100", "--score-seeds", "1,2", "--out", str(out), "--quiet", *extra]
+
+
+def test_tune_dmcmc_budgets_total_nfe_and_checks_the_winners_on_other_seeds(gmm, tmp_path):
     out = tmp_path / "tune.json"
-    args = ["tune-dmcmc", "--model", f"gmm:{gmm / 'mix.json'}", "--noise-classifier", str(gmm / "clf"),
-            "--target-nfe", "10", "--integrators", "kar1,pf", "--etas", "0.05", "--skip-shares", "0.3",
-            "--num", "100", "--chains", "25", "--out", str(out), "--quiet"]
-    assert main(args) == 0
+    assert main(_tune_args(gmm, out)) == 0
     t = json.loads(out.read_text())
+    burn = t["burn_in_per_chain"]
+    assert burn == 57  # the cifar10 burn-in (KAR2 N = 20: 37 NFE, then 10 + 10 Langevin steps), measured
+    per_output = 12 - burn / 10  # 12 total, the burn-in amortised over 10 outputs per chain
     dlg_rows = [r for r in t["rows"] if r["dlg"]]
-    assert {(r["integrator"], r["n_skip"], r["steps"]) for r in dlg_rows} == {("kar1", 3, 4), ("pf", 3, 6)}
-    assert len(t["rows"]) == 4 and all(r["nfe"] <= 10 and r["metric"] >= 0 for r in t["rows"])
+    n_skip = round(0.3 * per_output)
+    assert {r["integrator"] for r in dlg_rows} == {"kar1", "pf"} and {r["n_skip"] for r in dlg_rows} == {n_skip}
+    for r in dlg_rows:  # the most integrator steps that fit; measured: per output + amortised burn-in
+        spec = get_integrator(r["integrator"])
+        assert spec.nfe(r["steps"]) <= per_output - n_skip - 1 < spec.nfe(r["steps"] + 1)
+        assert r["nfe"] == pytest.approx(r["nfe_per_output"] + burn / 10) and r["nfe"] <= 12 and r["chains"] == 10
+        assert r["nfe_per_output"] == n_skip + spec.nfe(r["steps"]) + 1 and r["ess_per_output"] is not None
+    plain = [r for r in t["rows"] if not r["dlg"]]
+    assert all(get_integrator(r["integrator"]).nfe(r["steps"]) + 1 == r["nfe"] <= 12 for r in plain) and len(plain) == 2
     assert t["best"]["metric"] == min(r["metric"] for r in dlg_rows) and t["metric"] == "frechet_to_mixture"
+    assert sorted((v["kind"], v["seed"]) for v in t["validation"]) == [("dlg", 1), ("dlg", 2), ("plain", 1), ("plain", 2)]
+    v = t["verdict"]
+    assert v["dlg"]["n_seeds"] == 2 and ("DLG beats" in v["text"]) == v["dlg_helps"]
+    assert v["dlg"]["mean"] == pytest.approx(np.mean([x["metric"] for x in t["validation"] if x["kind"] == "dlg"]))
     before = out.read_text()
-    assert main(args) == 0  # resumes: every row is already there
-    assert json.loads(out.read_text())["rows"] == json.loads(before)["rows"]
+    assert main(_tune_args(gmm, out)) == 0  # resumes: every row and every score-seed run is already there
+    after = json.loads(out.read_text())
+    assert after["rows"] == json.loads(before)["rows"] and after["validation"] == json.loads(before)["validation"]
+
+
+def test_tune_settings_file_round_trips_into_sample(gmm, tmp_path):
+    out = tmp_path / "tune.json"
+    assert main(_tune_args(gmm, out)) == 0
+    t = json.loads(out.read_text())
+    best = t["best"]
+    assert main(["sample", "--model", f"gmm:{gmm / 'mix.json'}", "--dmcmc", "--settings", str(out), "--num", "8",
+                 "--seed", "5", "--out", str(tmp_path / "by-file"), "--quiet"]) == 0
+    flags = ["--integrator", best["integrator"], "--steps", str(best["steps"]), "--n-skip", str(best["n_skip"]),
+             "--dlg-eta", str(best["eta"]), "--chains", "1"]  # ceil(8 / 10 outputs per chain) = 1 chain
+    assert main(["sample", "--model", f"gmm:{gmm / 'mix.json'}", "--dmcmc", "--noise-classifier", str(gmm / "clf"),
+                 "--num", "8", "--seed", "5", "--out", str(tmp_path / "by-flags"), "--quiet", *flags]) == 0
+    with np.load(tmp_path / "by-file" / "samples.npz") as a, np.load(tmp_path / "by-flags" / "samples.npz") as b:
+        assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["chain"], b["chain"])
+    m = json.loads((tmp_path / "by-file" / "manifest.json").read_text())
+    assert m["integrator"] == best["integrator"] and m["dmcmc"]["n_skip"] == best["n_skip"]
+    # the file is read back exactly: a bare settings object works too
+    from ddmkit.dmcmc.settings_file import load_settings
+
+    s = load_settings(out)
+    (tmp_path / "bare.json").write_text(json.dumps(t["settings"]))
+    assert load_settings(tmp_path / "bare.json") == s and s.outputs_per_chain == 10
+
+
+def test_tune_and_settings_bad_input_exit_2_and_write_nothing(gmm, tmp_path, capsys):
+    out = tmp_path / "tune.json"
+    assert main(_tune_args(gmm, out)) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.json"  # another mixture: the settings are refused for it
+    mix = json.loads((gmm / "mix.json").read_text())
+    mix["means"][0][0] += 1.0
+    other.write_text(json.dumps(mix))
+    cases = [
+        (["sample", "--model", f"gmm:{other}", "--dmcmc", "--settings", str(out), "--noise-classifier", str(gmm / "clf"),
+          "--num", "4", "--out", str(tmp_path / "o1"), "--quiet"], "holds DLG settings tuned for model"),
+        (["sample", "--model", f"gmm:{gmm / 'mix.json'}", "--dmcmc", "--settings", str(out), "--steps", "5", "--num",
+          "4", "--out", str(tmp_path / "o2"), "--quiet"], "--steps is set by --settings"),
+        (["sample", "--model", f"gmm:{gmm / 'mix.json'}", "--settings", str(out), "--num", "4", "--out",
+          str(tmp_path / "o3"), "--quiet"], "--settings applies to --dmcmc sampling only"),
+        (["sample", "--model", f"gmm:{gmm / 'mix.json'}", "--dmcmc", "--settings", str(gmm / "mix.json"), "--num", "4",
+          "--out", str(tmp_path / "o4"), "--quiet"], "is not a DLG settings file"),
+        (_tune_args(gmm, tmp_path / "t2.json", "--target-nfe", "3"), "--target-nfe 3 is below one DLG output's total NFE"),
+        (_tune_args(gmm, tmp_path / "t3.json", "--score-seeds", "0,1"), "--score-seeds must differ from the tuning --seed 0"),
+        (_tune_args(gmm, tmp_path / "t4.json", "--integrators", "rk45"), "rk45's NFE is adaptive"),
+        (_tune_args(gmm, tmp_path / "t5.json", "--inception-weights", str(out)), "--inception-weights is for FID"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json", "tune.json"]
 
 
 def test_burn_in_on_a_unet_keeps_no_autograd_graph(tiny_vp):

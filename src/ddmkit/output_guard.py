@@ -23,14 +23,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .cache import user_cache_base
 from .errors import DdmkitError
 
 LOCK_DIR_NAME = "locks"
 
 
 def _lock_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    d = Path(base) / "ddmkit" / LOCK_DIR_NAME
+    d = user_cache_base() / "ddmkit" / LOCK_DIR_NAME
     try:
         d.mkdir(parents=True, exist_ok=True)
         if os.access(d, os.W_OK):

@@ -37,6 +37,8 @@ from .models.loading import MODEL_INFO_FILE
 from .objectives import (
     MIN_SNR_GAMMA, VP_PREDICTION_TYPES, EDMSettings, check_objective, data_range_of, edm_loss, edm_sigmas, vp_loss,
 )
+from .data.faces import sample_faces, to_tensor_range
+from .data.folders import load_training_images
 
 
 @dataclass
@@ -160,7 +162,6 @@ class _FacesBatches:
         return (self.seed * 1_000_003 + step) % 2**63
 
     def __call__(self, step: int) -> np.ndarray:
-        from .data.faces import sample_faces, to_tensor_range
 
         images, _ = sample_faces(self.batch_size, seed=self.seed_of(step))
         return to_tensor_range(images)  # numpy: plain pickling between processes (no shared-memory fds)
@@ -173,7 +174,6 @@ def make_batch_source(cfg: TrainConfig) -> tuple[Callable[[int], torch.Tensor], 
             raise DdmkitError("the synthetic faces are 32x32; use --resolution 32")
         faces = _FacesBatches(cfg.batch_size, cfg.seed)
         return (DeviceFaces(faces, cfg.device) if cfg.fast.device_batches else faces), 3
-    from .data.folders import load_training_images
 
     data = load_training_images(cfg.data, cfg.resolution)  # float32 (N, C, H, W) in [-1, 1]
     if cfg.fast.device_batches:

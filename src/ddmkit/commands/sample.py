@@ -67,6 +67,9 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
         "separately. The DLG step size is --eta (or --dlg-eta); DDIM's eta is then --ddim-eta. Example: ddmkit sample --dmcmc "
         "--integrator kar1 --steps 4 --n-skip 4 --num 64 --out runs/dlg-kar1")
     g.add_argument("--dmcmc", action="store_true", help="sample with Denoising Langevin Gibbs chains")
+    g.add_argument("--settings", metavar="FILE", default=None, type=path_text,
+                   help="DLG settings chosen by `ddmkit tune-dmcmc` (its --out table): integrator, steps, eta, n_skip "
+                   "and outputs per chain (chains = ceil(num / outputs per chain) unless --chains); refused for another model")
     g.add_argument("--dlg-eta", type=float_range(0, 100, low_open=True), default=0.8,
                    help="Langevin step size in [0,1]-data units (scaled by 4 for [-1,1] models; default 0.8)")
     g.add_argument("--n-skip", type=int_range(0, MAX_STEPS), default=10, help="Langevin-Gibbs steps per output (default 10)")
@@ -135,12 +138,59 @@ def check_dmcmc_arguments(args: argparse.Namespace) -> None:
     """DLG flags need --dmcmc (a flag left at its default is fine)."""
     if getattr(args, "dmcmc", False):
         return
-    defaults = {"dlg_eta": 0.8, "n_skip": 10, "chains": 0, "noise_classifier": None, "sigma_step": "argmax",
+    defaults = {"settings": None, "dlg_eta": 0.8, "n_skip": 10, "chains": 0, "noise_classifier": None, "sigma_step": "argmax",
                 "classifier_dtype": "fp32", "classifier_compile": False,
                 "select": "min_sigma", "burn_in": "auto", "tweedie_sigma": None, "langevin_clip": "model"}
     given = [k for k, v in defaults.items() if getattr(args, k, v) != v]
     if given:
         raise DdmkitError(f"--{given[0].replace('_', '-')} applies to --dmcmc sampling only; add --dmcmc")
+
+
+LANGEVIN_CLIP = {"model": None, "on": True, "off": False}  # --langevin-clip -> DLGConfig.langevin_clip
+
+
+SETTINGS_FLAGS = {"integrator": "kar1", "steps": 18, "dlg_eta": 0.8, "n_skip": 10, "burn_in": "auto",
+                  "sigma_step": "argmax", "select": "min_sigma", "langevin_clip": "model", "tweedie_sigma": None,
+                  "no_tweedie": False}  # what a --settings file sets: these flags must stay at their defaults
+
+
+def check_settings_flags(args: argparse.Namespace) -> None:
+    """--settings FILE is read before anything is loaded; flags the file sets are refused beside it."""
+    if not getattr(args, "settings", None):
+        return
+    from ..dmcmc.settings_file import load_settings
+
+    given = [k for k, v in SETTINGS_FLAGS.items() if getattr(args, k, v) != v] + list(args.options)
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise DdmkitError(f"{flag} is set by --settings {args.settings}; drop {flag}, or drop --settings")
+    args.dlg_settings = load_settings(args.settings)
+
+
+def dmcmc_request(args: argparse.Namespace, identity: dict):
+    """The --dmcmc flags (or the --settings file, checked against the model's `identity`) as the library's
+    typed settings: (DmcmcRun, DLGConfig)."""
+    from ..dmcmc.dlg import DLGConfig
+    from ..dmcmc.run import DmcmcRun
+
+    tuned = getattr(args, "dlg_settings", None)
+    if tuned is not None:
+        tuned.check_model(identity, args.settings)
+        run = DmcmcRun(out=Path(args.out), num=args.num, seed=args.seed, chains=args.chains or tuned.chains_for(args.num),
+                       model_spec=args.model, noise_classifier=args.noise_classifier or tuned.noise_classifier,
+                       classifier_dtype=getattr(args, "classifier_dtype", "fp32"),
+                       classifier_compile=getattr(args, "classifier_compile", False), progress=not args.quiet)
+        return run, tuned.config
+    config = DLGConfig(integrator=args.integrator, steps=args.steps, eta=args.dlg_eta, n_skip=args.n_skip,
+                       sigma_step=args.sigma_step, select=args.select, burn_in=args.burn_in,
+                       tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=args.options,
+                       langevin_clip=LANGEVIN_CLIP[getattr(args, "langevin_clip", "model")])
+    run = DmcmcRun(out=Path(args.out), num=args.num, seed=args.seed, chains=args.chains or min(args.num, args.batch_size),
+                   model_spec=args.model, noise_classifier=args.noise_classifier,
+                   classifier_dtype=getattr(args, "classifier_dtype", "fp32"),
+                   classifier_compile=getattr(args, "classifier_compile", False),
+                   progress=not args.quiet)
+    return run, config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,6 +212,7 @@ def validate_sample_arguments(args: argparse.Namespace) -> dict:
     args.options = integrator_options_from_args(args)
     validate_options(args.integrator, args.options)
     check_dmcmc_arguments(args)
+    check_settings_flags(args)
     return args.options
 
 
@@ -229,7 +280,9 @@ def run_on(args: argparse.Namespace, dist) -> int:
     if getattr(args, "dmcmc", False):
         from ..dmcmc.run import run_dmcmc_sample
 
-        return run_dmcmc_sample(args, denoiser, settings, dist.device, dist=dist)
+        run, config = dmcmc_request(args, settings["model_identity"])
+        settings.update(integrator=config.integrator, steps=config.steps, options=config.options)
+        return run_dmcmc_sample(run, config, denoiser, settings, dist.device, dist=dist)
     return run_plain(args, denoiser, settings, dist)
 
 

@@ -32,6 +32,7 @@ import torch
 from ..denoisers import Denoiser
 from ..integrators import PerSampleGenerator
 from ..sampling import clamp_to_range, default_sigma_lo, integrate, sample_seed
+from ..mixtures import frechet_to_mixture
 
 
 def chain_trace(chain: np.ndarray, values: Any) -> np.ndarray:
@@ -146,7 +147,6 @@ def mixture_errors(x: torch.Tensor, mixture) -> dict:
     RMS_d((m_hat_kd - mu_kd) / s_kd) (in component stds); std error sum_k w_k RMS_d(s_hat_kd / s_kd - 1);
     the Frechet distance of the samples' Gaussian fit to the mixture's exact moments; and the weighted
     within-component Frechet distance (weight errors excluded)."""
-    from ..mixtures import frechet_to_mixture
 
     x = x.double()
     if not torch.isfinite(x).all():

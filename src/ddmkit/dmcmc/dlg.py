@@ -62,6 +62,7 @@ from ..integrators import PerSampleGenerator, get_integrator
 from ..sampling import check_seed, clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
 from ..schedules import karras_sigmas
 from .noise_classifier import NoiseLevelClassifier
+from ..io import atomic_save_npz
 
 
 # ----------------------------------------------------------------------------------- settings
@@ -177,9 +178,79 @@ def dlg_seed(seed: int, chain: int, restart: int, tag: int, round_: int = 0) -> 
 
 # ----------------------------------------------------------------------------------- state
 
-NFE_KEYS = ("burn_in_per_chain", "burn_in_chain_total", "restart_chain_total", "mcmc_calls", "integrator_calls",
-            "tweedie_calls", "integrator_output_sum", "mcmc_output_sum", "tweedie_output_sum", "outputs", "rounds",
-            "classifier_calls", "model_calls")
+@dataclass
+class DLGTally:
+    """The measured NFE of a run's chains (batched model calls, one per chain per step): burn-in per chain
+    and in total, restarts' burn-ins, and per phase the calls (`*_calls`) and the calls summed over the
+    outputs they made (`*_output_sum`, for the per-output averages of `summary`)."""
+
+    burn_in_per_chain: int = 0
+    burn_in_chain_total: int = 0
+    restart_chain_total: int = 0
+    mcmc_calls: int = 0
+    integrator_calls: int = 0
+    tweedie_calls: int = 0
+    integrator_output_sum: int = 0
+    mcmc_output_sum: int = 0
+    tweedie_output_sum: int = 0
+    outputs: int = 0
+    rounds: int = 0
+    classifier_calls: int = 0
+    model_calls: int = 0
+
+    def add_round(self, mcmc: int, integrator: int, tweedie: int, outputs: int) -> None:
+        """One round: `mcmc` Langevin calls, `integrator` + `tweedie` calls that made `outputs` outputs."""
+        self.mcmc_calls += mcmc
+        self.integrator_calls += integrator
+        self.tweedie_calls += tweedie
+        self.mcmc_output_sum += mcmc * outputs
+        self.integrator_output_sum += integrator * outputs
+        self.tweedie_output_sum += tweedie * outputs
+        self.outputs += outputs
+        self.rounds += 1
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DLGTally":
+        return cls(**{k: int(d.get(k, 0)) for k in cls.__dataclass_fields__})
+
+    @classmethod
+    def merged(cls, tallies: Sequence["DLGTally"]) -> "DLGTally":
+        """Several workers' chains as one run: counts add up; the burn-in per chain is the same everywhere
+        (max); rounds ran in parallel (max)."""
+        out = cls()
+        for t in tallies:
+            for k in cls.__dataclass_fields__:
+                v = getattr(t, k)
+                setattr(out, k, max(getattr(out, k), v) if k in ("burn_in_per_chain", "rounds") else getattr(out, k) + v)
+        return out
+
+    def summary(self, chains: int) -> dict:
+        """The NFE split of a run, per output and in total (module docstring)."""
+        n = max(self.outputs, 1)
+        mcmc, integ, tw = self.mcmc_output_sum / n, self.integrator_output_sum / n, self.tweedie_output_sum / n
+        burn_amort = (self.burn_in_chain_total + self.restart_chain_total) / n
+        return {
+            "per_output": mcmc + integ + tw,
+            "mcmc_per_output": mcmc,
+            "integrator_per_output": integ,
+            "tweedie_per_output": tw,
+            "burn_in_per_chain": self.burn_in_per_chain,
+            "burn_in_total": self.burn_in_chain_total,
+            "restart_burn_in_total": self.restart_chain_total,
+            "burn_in_amortised_per_output": burn_amort,
+            "per_output_with_burn_in": mcmc + integ + tw + burn_amort,
+            "classifier_calls": self.classifier_calls,
+            "classifier_calls_per_output": self.classifier_calls / n,
+            "model_calls_batched": self.model_calls,
+            "outputs": self.outputs,
+            "rounds": self.rounds,
+            "chains": chains,
+            "note": "per_output = mcmc + integrator + tweedie (the paper's NFE); burn-in amortised separately; "
+                    "counts are measured batched model calls (one per chain per step)",
+        }
 
 
 @dataclass
@@ -194,12 +265,11 @@ class ChainState:
     next_index: int = 0
     outputs_per_chain: torch.Tensor | None = None
     events: list = field(default_factory=list)
-    nfe: dict = field(default_factory=lambda: {k: 0 for k in NFE_KEYS})
+    nfe: DLGTally = field(default_factory=DLGTally)
 
     def save(self, path: str | os.PathLike) -> None:
-        from ..io import atomic_save_npz
 
-        meta = {"round": self.round, "next_index": self.next_index, "events": self.events, "nfe": self.nfe}
+        meta = {"round": self.round, "next_index": self.next_index, "events": self.events, "nfe": self.nfe.to_json()}
         atomic_save_npz(path, x=self.x.numpy(), sigma=self.sigma.numpy(), restarts=self.restarts.numpy(),
                         outputs_per_chain=self.outputs_per_chain.numpy(), meta=np.array(json.dumps(meta)))
 
@@ -211,7 +281,7 @@ class ChainState:
                 meta = json.loads(str(z["meta"]))
                 return cls(torch.from_numpy(z["x"]), torch.from_numpy(z["sigma"]), torch.from_numpy(z["restarts"]),
                            int(meta["round"]), int(meta["next_index"]), torch.from_numpy(z["outputs_per_chain"]),
-                           list(meta["events"]), dict(meta["nfe"]))
+                           list(meta["events"]), DLGTally.from_json(meta["nfe"]))
         except Exception as e:  # truncated, object arrays, missing keys, bad JSON
             raise DdmkitError(f"the DLG chain state {path} is unreadable ({e.__class__.__name__}); delete the run's "
                               "parts folder to start it over, or choose a new --out") from None
@@ -227,6 +297,19 @@ class RoundOutput:
     sigma_star: np.ndarray
     round: int
     integrator_nfe: int
+
+
+@dataclass
+class _Segment:
+    """One round's chains after the Langevin-Gibbs steps: where they are (x, sigma), the states handed to
+    the integrator (x_best, s_best), which chains are alive, and why the others diverged."""
+
+    x: torch.Tensor
+    sigma: torch.Tensor
+    x_best: torch.Tensor
+    s_best: torch.Tensor
+    alive: torch.Tensor
+    why: dict
 
 
 # ----------------------------------------------------------------------------------- sampler
@@ -341,13 +424,13 @@ class DLGSampler:
         x, sigma, nfe = self.burn_in(self.chain_ids, [0] * self.chains)
         state = ChainState(x.detach().float().cpu(), sigma.cpu(), torch.zeros(self.chains, dtype=torch.int64),
                            outputs_per_chain=torch.zeros(self.chains, dtype=torch.int64))
-        state.nfe["burn_in_per_chain"] = nfe
-        state.nfe["burn_in_chain_total"] = nfe * self.chains
+        state.nfe.burn_in_per_chain = nfe
+        state.nfe.burn_in_chain_total = nfe * self.chains
         bad, why = self.diverged(x)
         if bad.any():
             self._restart(state, bad, why, where="burn-in")
-        state.nfe["model_calls"] = self.counter.nfe  # the restarts' burn-ins included
-        state.nfe["classifier_calls"] = self._take_classifier_calls()
+        state.nfe.model_calls = self.counter.nfe  # the restarts' burn-ins included
+        state.nfe.classifier_calls = self._take_classifier_calls()
         return state
 
     def _restart(self, state: ChainState, bad: torch.Tensor, why: list[str], where: str) -> None:
@@ -363,7 +446,7 @@ class DLGSampler:
                 state.restarts[c] += 1
             c0 = self.counter.nfe
             x, sigma, nfe = self.burn_in([self.chain_ids[c] for c in ids], [int(state.restarts[c]) for c in ids])
-            state.nfe["restart_chain_total"] += (self.counter.nfe - c0) * len(ids)
+            state.nfe.restart_chain_total += (self.counter.nfe - c0) * len(ids)
             idx = torch.tensor(ids)
             state.x[idx] = x.detach().float().cpu()
             state.sigma[idx] = sigma.cpu()
@@ -381,43 +464,63 @@ class DLGSampler:
     def run_round(self, state: ChainState, num: int) -> RoundOutput:
         """n_skip Langevin-Gibbs steps of every chain, then one output from each live chain (at most
         num - state.next_index outputs, from the lowest chain ids). Updates `state` in place."""
-        cfg = self.config
-        B = self.chains
-        r = state.round
-        gen = self._streams(self.chain_ids, state.restarts.tolist(), tag=2, round_=r)
+        gen = self._streams(self.chain_ids, state.restarts.tolist(), tag=2, round_=state.round)
+        c0 = self.counter.nfe
+        seg = self._segment(state, gen)
+        mcmc = self.counter.nfe - c0
+        emit = torch.zeros(self.chains, dtype=torch.bool)
+        emit[torch.nonzero(seg.alive).flatten()[: max(num - state.next_index, 0)]] = True
+        y, int_nfe, tw_nfe = self._outputs(seg, emit, gen)
+        chain_ids = torch.nonzero(emit).flatten().numpy()
+        n = len(chain_ids)
+        out = RoundOutput(index=np.arange(state.next_index, state.next_index + n, dtype=np.int64), x=y,
+                          chain=np.asarray(self.chain_ids, dtype=np.int64)[chain_ids],
+                          sigma_star=seg.s_best[emit].double().numpy(), round=state.round, integrator_nfe=int_nfe)
+        state.x = seg.x.detach().float().cpu()  # the chains continue from (x, sigma), not from (x*, s*)
+        state.sigma = seg.sigma
+        state.nfe.add_round(mcmc, int_nfe, tw_nfe, n)
+        state.outputs_per_chain[torch.as_tensor(chain_ids, dtype=torch.int64)] += 1
+        state.next_index += n
+        self._restart_diverged(state, ~seg.alive, seg.why)
+        state.round += 1
+        state.nfe.model_calls += self.counter.nfe - c0
+        state.nfe.classifier_calls += self._take_classifier_calls()
+        return out
+
+    def _segment(self, state: ChainState, gen: PerSampleGenerator) -> "_Segment":
+        """n_skip Langevin-Gibbs steps from the saved state, keeping each chain's minimum-sigma state (or
+        its last, `select="last"`) and marking diverged chains (Algorithm 1's inner loop)."""
         x = state.x.to(self.device)
         sigma = state.sigma.clone()
-        alive = torch.ones(B, dtype=torch.bool)
-        why: dict[int, tuple[str, str]] = {}
-        x_best, s_best = x.clone(), sigma.clone()
-        c0 = self.counter.nfe
-        for j in range(cfg.n_skip):
+        seg = _Segment(x, sigma, x.clone(), sigma.clone(), torch.ones(self.chains, dtype=torch.bool), {})
+        for j in range(self.config.n_skip):
             x = self.langevin(x, sigma, self.eta, gen)
             bad, reasons = self.diverged(x)
-            new = bad & alive
-            for c in torch.nonzero(new).flatten().tolist():
-                why[c] = (f"Langevin step {j + 1}", reasons[c])
+            for c in torch.nonzero(bad & seg.alive).flatten().tolist():
+                seg.why[c] = (f"Langevin step {j + 1}", reasons[c])
             if bad.any():
-                alive &= ~bad
+                seg.alive &= ~bad
                 x = torch.where(append_dims(bad.to(x.device), x.ndim), torch.zeros_like(x), x)
             sigma = self.sigma_step(x, gen)
-            if cfg.select == "min_sigma":
-                upd = (sigma < s_best) & alive
-                x_best = torch.where(append_dims(upd.to(x.device), x.ndim), x, x_best)
-                s_best = torch.where(upd, sigma, s_best)
-        if cfg.select == "last":
-            x_best, s_best = x, sigma
-        mcmc = self.counter.nfe - c0
-        remaining = num - state.next_index
-        emit = torch.zeros(B, dtype=torch.bool)
-        live_ids = torch.nonzero(alive).flatten()[: max(remaining, 0)]
-        emit[live_ids] = True
+            if self.config.select == "min_sigma":
+                upd = (sigma < seg.s_best) & seg.alive
+                seg.x_best = torch.where(append_dims(upd.to(x.device), x.ndim), x, seg.x_best)
+                seg.s_best = torch.where(upd, sigma, seg.s_best)
+        seg.x, seg.sigma = x, sigma
+        if self.config.select == "last":
+            seg.x_best, seg.s_best = x, sigma
+        return seg
+
+    def _outputs(self, seg: "_Segment", emit: torch.Tensor, gen: PerSampleGenerator) -> tuple[torch.Tensor, int, int]:
+        """The integrator from each emitting chain's (x*, s*) down to 0, then Tweedie; a diverged output is
+        dropped and its chain marked (`emit`, `seg.alive` updated). Returns (outputs, integrator NFE, Tweedie NFE)."""
+        cfg = self.config
         y = torch.zeros((0,) + self.shape)
         int_nfe = tw_nfe = 0
         if emit.any():
             c1 = self.counter.nfe
-            y, _ = integrate(self.counter, x_best[emit.to(x.device)], s_best[emit].double(), cfg.integrator, cfg.steps,
-                             generator=gen.subset(emit), sigma_lo=self.sigma_lo, options=self.options)
+            y, _ = integrate(self.counter, seg.x_best[emit.to(seg.x.device)], seg.s_best[emit].double(), cfg.integrator,
+                             cfg.steps, generator=gen.subset(emit), sigma_lo=self.sigma_lo, options=self.options)
             int_nfe = self.counter.nfe - c1
             if cfg.tweedie and self.tweedie_sigma > 0:
                 y = self.counter(y, torch.full((len(y),), self.tweedie_sigma, dtype=y.dtype, device=y.device))
@@ -426,47 +529,26 @@ class DLGSampler:
             ids = torch.nonzero(emit).flatten()
             for k in torch.nonzero(bad_y).flatten().tolist():
                 c = int(ids[k])
-                why[c] = ("integrator", reasons_y[k])
+                seg.why[c] = ("integrator", reasons_y[k])
                 emit[c] = False
-                alive[c] = False
+                seg.alive[c] = False
             y = y[~bad_y.to(y.device)]
-        y = clamp_to_range(self.denoiser, y.float()).cpu()
-        chain_ids = torch.nonzero(emit).flatten().numpy()
-        n = len(chain_ids)
-        out = RoundOutput(index=np.arange(state.next_index, state.next_index + n, dtype=np.int64), x=y,
-                          chain=np.asarray(self.chain_ids, dtype=np.int64)[chain_ids], sigma_star=s_best[emit].double().numpy(), round=r,
-                          integrator_nfe=int_nfe)
-        # the chains continue from (x, sigma), not from (x*, s*)
-        state.x = x.detach().float().cpu()
-        state.sigma = sigma
-        nf = state.nfe
-        nf["mcmc_calls"] += mcmc
-        nf["integrator_calls"] += int_nfe
-        nf["tweedie_calls"] += tw_nfe
-        nf["mcmc_output_sum"] += mcmc * n
-        nf["integrator_output_sum"] += int_nfe * n
-        nf["tweedie_output_sum"] += tw_nfe * n
-        nf["outputs"] += n
-        nf["rounds"] += 1
-        state.outputs_per_chain[torch.as_tensor(chain_ids, dtype=torch.int64)] += 1
-        state.next_index += n
-        dead = ~alive
-        if dead.any():
-            reasons = ["" for _ in range(B)]
-            for c, (where, reason) in why.items():
-                reasons[c] = reason
-            # report each chain once, with the place it first diverged
-            by_where: dict[str, list[int]] = {}
-            for c in torch.nonzero(dead).flatten().tolist():
-                by_where.setdefault(why[c][0], []).append(c)
-            for where, ids in by_where.items():
-                mask = torch.zeros(B, dtype=torch.bool)
-                mask[ids] = True
-                self._restart(state, mask, reasons, where=where)
-        state.round += 1
-        nf["model_calls"] = nf.get("model_calls", 0) + (self.counter.nfe - c0)
-        nf["classifier_calls"] = nf.get("classifier_calls", 0) + self._take_classifier_calls()
-        return out
+        return clamp_to_range(self.denoiser, y.float()).cpu(), int_nfe, tw_nfe
+
+    def _restart_diverged(self, state: ChainState, dead: torch.Tensor, why: dict[int, tuple[str, str]]) -> None:
+        """A fresh burn-in for each diverged chain, reported once with the place it first diverged."""
+        if not dead.any():
+            return
+        reasons = ["" for _ in range(self.chains)]
+        for c, (_, reason) in why.items():
+            reasons[c] = reason
+        by_where: dict[str, list[int]] = {}
+        for c in torch.nonzero(dead).flatten().tolist():
+            by_where.setdefault(why[c][0], []).append(c)
+        for where, ids in by_where.items():
+            mask = torch.zeros(self.chains, dtype=torch.bool)
+            mask[ids] = True
+            self._restart(state, mask, reasons, where=where)
 
     def _take_classifier_calls(self) -> int:
         n = self.classifier.calls - self._clf_seen
@@ -507,30 +589,8 @@ class DLGSampler:
 
 
 def nfe_summary(state: ChainState, chains: int) -> dict:
-    """The NFE split of a run, per output and in total (module docstring)."""
-    nf = state.nfe
-    n = max(nf["outputs"], 1)
-    mcmc, integ, tw = nf["mcmc_output_sum"] / n, nf["integrator_output_sum"] / n, nf["tweedie_output_sum"] / n
-    burn_amort = (nf["burn_in_chain_total"] + nf["restart_chain_total"]) / n
-    return {
-        "per_output": mcmc + integ + tw,
-        "mcmc_per_output": mcmc,
-        "integrator_per_output": integ,
-        "tweedie_per_output": tw,
-        "burn_in_per_chain": nf["burn_in_per_chain"],
-        "burn_in_total": nf["burn_in_chain_total"],
-        "restart_burn_in_total": nf["restart_chain_total"],
-        "burn_in_amortised_per_output": burn_amort,
-        "per_output_with_burn_in": mcmc + integ + tw + burn_amort,
-        "classifier_calls": nf["classifier_calls"],
-        "classifier_calls_per_output": nf["classifier_calls"] / n,
-        "model_calls_batched": nf["model_calls"],
-        "outputs": nf["outputs"],
-        "rounds": nf["rounds"],
-        "chains": chains,
-        "note": "per_output = mcmc + integrator + tweedie (the paper's NFE); burn-in amortised separately; "
-                "counts are measured batched model calls (one per chain per step)",
-    }
+    """The NFE split of a run, per output and in total (`DLGTally.summary`)."""
+    return state.nfe.summary(chains)
 
 
 @dataclass

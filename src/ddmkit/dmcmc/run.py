@@ -18,25 +18,49 @@ and the divergence events.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .. import __version__
 from ..assets import shipped_model
+from ..distributed import Dist, block
 from ..errors import DdmkitError
-from .noise_classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_classifier, oracle_classifier, paths_for
+from ..io import atomic_write_json
+from ..models.loading import model_identity
+from ..outputs import PartStore, write_sample_folder
 from .diagnostics import output_mixing
-from .dlg import NFE_KEYS, ChainState, DLGConfig, DLGSampler, RoundOutput, nfe_summary
+from .dlg import ChainState, DLGConfig, DLGSampler, DLGTally, RoundOutput
+from .noise_classifier import ORACLE, NoiseLevelClassifier, check_compatible, load_classifier, oracle_classifier, paths_for
 
-LANGEVIN_CLIP = {"model": None, "on": True, "off": False}  # --langevin-clip -> DLGConfig.langevin_clip
+@dataclass(frozen=True)
+class DmcmcRun:
+    """What a file-backed DLG run needs besides its `DLGConfig`: the output folder, how many samples from how
+    many chains, the base seed, the model's spec (for its shipped classifier) and the classifier to use
+    (a file, `oracle`, or None: the shipped one), its precision and whether to compile it."""
 
-# Called as AFTER_ROUND(output, state) once a round's part and state are saved (tests use it to
-# simulate an interruption).
-AFTER_ROUND: Callable[[RoundOutput, ChainState], None] | None = None
+    out: Path
+    num: int
+    seed: int
+    chains: int
+    model_spec: str | None = None
+    noise_classifier: str | None = None
+    classifier_dtype: str = "fp32"
+    classifier_compile: bool = False
+    progress: bool = True
+
+    def validate(self, world_size: int = 1) -> None:
+        if self.chains < 1:
+            raise DdmkitError(f"--chains must be >= 1, got {self.chains}")
+        if self.chains < world_size:
+            raise DdmkitError(f"{self.chains} DLG chains cannot be split over {world_size} workers; give --chains >= "
+                              f"{world_size}")
 
 
 def shipped_classifier_path(model_spec: str | None) -> Path | None:
@@ -88,8 +112,6 @@ def state_file(parts: Path, rank: int, world: int) -> Path:
 
 def check_layout(parts: Path, world: int) -> None:
     """A DLG run resumes only with the number of workers it started with (the chains are split)."""
-    import json
-
     started = None
     layout = parts / LAYOUT_FILE
     if layout.is_file():
@@ -105,84 +127,89 @@ def check_layout(parts: Path, world: int) -> None:
                           f"{world}: DLG chains are split across workers, so resume it {how}, or choose a new --out")
 
 
-def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None) -> int:
-    """The --dmcmc branch of `ddmkit sample` (arguments validated before anything is written).
+def run_dmcmc_sample(run: DmcmcRun, config: DLGConfig, denoiser, base_settings: dict, device: str, dist=None,
+                     callback: Callable[[RoundOutput, ChainState], None] | None = None) -> int:
+    """DLG samples into `run.out` (module docstring), checked before anything is written; `callback(output,
+    state)` after each round's part and chain state are on disk.
 
     With several workers (`dist`), worker k of n runs the chains block(chains, k, n) and fills the
     sample indices block(num, k, n) (both contiguous, ddmkit.distributed.block), keeping its own
     chain state; rank 0 merges the parts and writes the manifest with the global chain id of every
     sample. A run resumes only with the number of workers it started with."""
-    from .. import __version__
-    from ..distributed import Dist, block
-    from ..io import atomic_write_json
-    from ..models.loading import model_identity
-    from ..outputs import PartStore, write_sample_folder
-
     dist = dist or Dist(device=device)
-    out = Path(args.out)
-    options = base_settings["options"]
-    config = DLGConfig(integrator=args.integrator, steps=args.steps, eta=args.dlg_eta, n_skip=args.n_skip,
-                       sigma_step=args.sigma_step, select=args.select, burn_in=args.burn_in,
-                       tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=options,
-                       langevin_clip=LANGEVIN_CLIP[getattr(args, "langevin_clip", "model")])
     config.validate()
-    chains = args.chains or min(args.num, args.batch_size)
-    if chains < 1:
-        raise DdmkitError(f"--chains must be >= 1, got {chains}")
-    W, rank = dist.world_size, dist.rank
-    if chains < W:
-        raise DdmkitError(f"{chains} DLG chains cannot be split over {W} workers; give --chains >= {W}")
+    run.validate(dist.world_size)
     identity = base_settings.get("model_identity") or model_identity(denoiser)
-    clf, clf_path = resolve_classifier(args.noise_classifier, args.model, denoiser, identity, device=device)
-    clf.set_precision(getattr(args, "classifier_dtype", "fp32"))
-    if getattr(args, "classifier_compile", False):
+    clf, clf_path = resolve_classifier(run.noise_classifier, run.model_spec, denoiser, identity, device=device)
+    clf.set_precision(run.classifier_dtype)
+    if run.classifier_compile:
         clf.compile()
-    settings = {**base_settings, "dmcmc": {**config.to_json(denoiser), "chains": chains,
+    settings = {**base_settings, "dmcmc": {**config.to_json(denoiser), "chains": run.chains,
                                            "noise_classifier": clf_path,
                                            "noise_classifier_sha256": None if clf_path == ORACLE else file_sha256(clf_path),
                                            "noise_classifier_dtype": clf.dtype}}
-    store = PartStore(out, settings)
-    check_layout(store.dir, W)
-    c_lo, c_hi = block(chains, rank, W)
-    i_lo, i_hi = block(args.num, rank, W)
-    my_num = i_hi - i_lo
-    sampler = DLGSampler(denoiser, clf, config, seed=args.seed, chain_ids=range(c_lo, c_hi))
-    state_path = state_file(store.dir, rank, W)
-    state = ChainState.load(state_path) if state_path.is_file() else None
-    resumed_round = state.round if state is not None else None
-    store.start()
-    if dist.is_main and not (store.dir / LAYOUT_FILE).is_file():
-        atomic_write_json(store.dir / LAYOUT_FILE, {"world_size": W})
-    dist.barrier()
-    t0 = time.time()
-
-    def on_state(s: ChainState) -> None:
-        s.save(state_path)
-
-    def on_round(o: RoundOutput, s: ChainState) -> None:
-        if len(o.index):
-            store.write(o.index + i_lo, o.x.numpy(), chain=o.chain, sigma_star=o.sigma_star.astype(np.float64),
-                        round=np.full(len(o.index), o.round, dtype=np.int64))
-        s.save(state_path)
-        if AFTER_ROUND is not None:
-            AFTER_ROUND(o, s)
-
-    if my_num > 0 or state is not None:
-        state = sampler.run(my_num, state=state, on_round=on_round, on_state=on_state,
-                            progress=not args.quiet and dist.is_main)
-    else:  # more workers than samples: this one has nothing to do
-        state = ChainState(torch.zeros((0,)), torch.zeros(0), torch.zeros(0, dtype=torch.int64),
-                           outputs_per_chain=torch.zeros(c_hi - c_lo, dtype=torch.int64))
-    report = {"rank": rank, "device": device, "chains": [c_lo, c_hi], "indices": [i_lo, i_hi],
-              "nfe": state.nfe, "events": state.events, "outputs_per_chain": state.outputs_per_chain.tolist(),
-              "resumed_from_round": resumed_round, "rounds": state.round, "seconds": round(time.time() - t0, 3)}
+    store = PartStore(run.out, settings)
+    check_layout(store.dir, dist.world_size)
+    worker = _Worker(run, config, denoiser, clf, store, dist, device)
+    report = worker.sample(callback)
     reports = dist.all_gather_object(report)
     dist.barrier()  # every part is on disk
-    if not dist.is_main:
-        return 0
-    merged = store.gather(range(args.num), shared_hint=dist.enabled)
-    nfe_counts = merge_nfe([r["nfe"] for r in reports])
-    nfe = nfe_summary(_Tally(nfe_counts), chains)
+    if dist.is_main:
+        _write_folder(run, worker, settings, reports, device)
+    return 0
+
+
+class _Worker:
+    """One worker's share of a DLG run: its block of chains and of sample indices, its chain-state file."""
+
+    def __init__(self, run: DmcmcRun, config: DLGConfig, denoiser, clf: NoiseLevelClassifier, store: PartStore, dist,
+                 device: str):
+        W, rank = dist.world_size, dist.rank
+        self.run, self.config, self.denoiser, self.clf, self.store, self.dist = run, config, denoiser, clf, store, dist
+        self.device = device
+        self.c_lo, self.c_hi = block(run.chains, rank, W)
+        self.i_lo, self.i_hi = block(run.num, rank, W)
+        self.sampler = DLGSampler(denoiser, clf, config, seed=run.seed, chain_ids=range(self.c_lo, self.c_hi))
+        self.state_path = state_file(store.dir, rank, W)
+
+    def sample(self, callback) -> dict:
+        """Run (or resume) this worker's rounds; returns its report for the manifest."""
+        state = ChainState.load(self.state_path) if self.state_path.is_file() else None
+        self.resumed_round = state.round if state is not None else None
+        self.store.start()
+        if self.dist.is_main and not (self.store.dir / LAYOUT_FILE).is_file():
+            atomic_write_json(self.store.dir / LAYOUT_FILE, {"world_size": self.dist.world_size})
+        self.dist.barrier()
+        self.t0 = t0 = time.time()
+
+        def on_round(o: RoundOutput, s: ChainState) -> None:
+            if len(o.index):
+                self.store.write(o.index + self.i_lo, o.x.numpy(), chain=o.chain,
+                                 sigma_star=o.sigma_star.astype(np.float64),
+                                 round=np.full(len(o.index), o.round, dtype=np.int64))
+            s.save(self.state_path)
+            if callback is not None:
+                callback(o, s)
+
+        my_num = self.i_hi - self.i_lo
+        if my_num > 0 or state is not None:
+            state = self.sampler.run(my_num, state=state, on_round=on_round, on_state=lambda s: s.save(self.state_path),
+                                     progress=self.run.progress and self.dist.is_main)
+        else:  # more workers than samples: this one has nothing to do
+            state = ChainState(torch.zeros((0,)), torch.zeros(0), torch.zeros(0, dtype=torch.int64),
+                               outputs_per_chain=torch.zeros(self.c_hi - self.c_lo, dtype=torch.int64))
+        return {"rank": self.dist.rank, "device": self.device, "chains": [self.c_lo, self.c_hi],
+                "indices": [self.i_lo, self.i_hi], "nfe": state.nfe.to_json(), "events": state.events,
+                "outputs_per_chain": state.outputs_per_chain.tolist(), "resumed_from_round": self.resumed_round,
+                "rounds": state.round, "seconds": round(time.time() - t0, 3)}
+
+
+def _write_folder(run: DmcmcRun, worker: _Worker, settings: dict, reports: list[dict], device: str) -> None:
+    """Rank 0: merge every worker's parts into samples.npz and write the manifest (the NFE split, events,
+    mixing report), then remove the parts."""
+    denoiser, sampler, config = worker.denoiser, worker.sampler, worker.config
+    merged = worker.store.gather(range(run.num), shared_hint=worker.dist.enabled)
+    nfe = DLGTally.merged([DLGTally.from_json(r["nfe"]) for r in reports]).summary(run.chains)
     events = [e for r in reports for e in r["events"]]
     inner_range = denoiser.data_range
     manifest = {
@@ -194,46 +221,31 @@ def run_dmcmc_sample(args, denoiser, base_settings: dict, device: str, dist=None
         "device": device,
         "nfe_per_sample": nfe["per_output"],
         "nfe": nfe,
-        "sampler_settings": {**config.to_json(denoiser), "chains": chains, "eta_effective": sampler.eta,
+        "sampler_settings": {**config.to_json(denoiser), "chains": run.chains, "eta_effective": sampler.eta,
                              "sigma_lo": sampler.sigma_lo, "tweedie_sigma": sampler.tweedie_sigma,
                              "divergence_limit_rms": sampler.limit, "options_effective": sampler.options,
-                             "noise_classifier_held_out": clf.meta.get("held_out")},
+                             "noise_classifier_held_out": worker.clf.meta.get("held_out")},
         "divergence_events": events,
         "mixing": output_mixing(merged["x"], merged["chain"], merged["sigma_star"]),
         "chain": merged["chain"].tolist(),
         "outputs_per_chain": [n for r in reports for n in r["outputs_per_chain"]],
-        "resumed_from_round": resumed_round,
-        "seconds": round(time.time() - t0, 3),
-        "world_size": W,
+        "resumed_from_round": worker.resumed_round,
+        "seconds": round(time.time() - worker.t0, 3),
+        "world_size": worker.dist.world_size,
         "ranks": [{k: v for k, v in r.items() if k not in ("nfe", "events", "outputs_per_chain")} for r in reports],
     }
-    write_sample_folder(out, merged["x"], merged["index"], manifest, inner_range, denoiser.is_image,
+    write_sample_folder(run.out, merged["x"], merged["index"], manifest, inner_range, denoiser.is_image,
                         extra={"chain": merged["chain"], "sigma_star": merged["sigma_star"]})
-    store.remove()
+    worker.store.remove()
+    _print_summary(run, nfe, events, manifest["mixing"], worker.dist.world_size)
+
+
+def _print_summary(run: DmcmcRun, nfe: dict, events: list, mixing: dict, world: int) -> None:
     ev = f", {len(events)} divergence restarts" if events else ""
-    workers = f" on {W} workers" if W > 1 else ""
-    print(f"{args.num} samples by DLG ({chains} chains{workers}), {nfe['per_output']:g} NFE each "
-          f"+ {nfe['burn_in_amortised_per_output']:.3g} burn-in{ev} -> {out}")
-    ess = manifest["mixing"]["ess_per_output"]["median"]
+    workers = f" on {world} workers" if world > 1 else ""
+    print(f"{run.num} samples by DLG ({run.chains} chains{workers}), {nfe['per_output']:g} NFE each "
+          f"+ {nfe['burn_in_amortised_per_output']:.3g} burn-in{ev} -> {run.out}")
+    ess = mixing["ess_per_output"]["median"]
     if ess is not None and ess < 0.5:
         print(f"ddmkit: note: {ess:.2f} effective samples per output (manifest 'mixing'): successive outputs of a "
               "chain are near-copies; use more --chains (fewer outputs per chain)", file=sys.stderr)
-    return 0
-
-
-class _Tally:
-    """The part of a ChainState that `nfe_summary` reads."""
-
-    def __init__(self, nfe: dict):
-        self.nfe = nfe
-
-
-def merge_nfe(tallies: list[dict]) -> dict:
-    """NFE tallies of several workers' chains as one run's: counts add up; the burn-in per chain is the
-    same everywhere (max); rounds ran in parallel (max)."""
-    out = {k: 0 for k in NFE_KEYS}
-    for t in tallies:
-        for k in NFE_KEYS:
-            v = t.get(k, 0)
-            out[k] = max(out[k], v) if k in ("burn_in_per_chain", "rounds") else out[k] + v
-    return out

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cache import cache_dir
 from ..data.faces import ATTRIBUTES, sample_faces, to_tensor_range
 from ..data.folders import load_digits_images
 from ..distributed import block
@@ -42,14 +43,6 @@ CONFIDENCE_THRESHOLD = 0.9
 CHANNELS = {"faces": 3, "digits": 1}
 RESOLUTION = 32
 _BATCH = 1000
-
-
-def cache_dir() -> Path:
-    """$DDMKIT_CACHE_DIR, else $XDG_CACHE_HOME/ddmkit, else ~/.cache/ddmkit."""
-    if os.environ.get("DDMKIT_CACHE_DIR"):
-        return Path(os.environ["DDMKIT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ddmkit"
 
 
 def check_images(x: Any, domain: str) -> np.ndarray:
