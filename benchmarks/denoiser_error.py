@@ -33,8 +33,10 @@ trained on):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +45,7 @@ from common import PixelStats, RecordingDenoiser, log, machine, pixel_stats, wri
 from ddmkit.data.faces import sample_faces, to_tensor_range
 from ddmkit.data.folders import load_digits_images
 from ddmkit.denoisers import unwrap
+from ddmkit.io import atomic_write_json
 from ddmkit.models.loading import load_model
 from ddmkit.sampling import sample
 
@@ -50,6 +53,7 @@ QUERY_SEED = 80_000_000  # held-out faces (training used seeds < 2,001,000)
 REFERENCE_SEED = 81_000_000
 EPS_SEED = 0
 REF_SIZES = (2_000, 8_000, 32_000)
+CACHE = Path(__file__).resolve().parent.parent / "runs" / "bench-denoiser-error"
 
 
 class EmpiricalPosterior:
@@ -219,7 +223,7 @@ def run_model(model: str, args) -> dict:
         rows.append(level_row(den, t, sigma, x0, eps, emp, wiener, sizes, held_out, args.batch_size))
         r = rows[-1]
         log(f"  sigma {sigma:8.4f}: model {r['mse_per_pixel']['model']:.5f} ref {r['best_reference']} "
-            f"{r['mse_per_pixel'][r['best_reference']]:.5f} ratio {r['excess_ratio']:.2f} "
+            f"{r['mse_per_pixel'][r['best_reference']]:.5f} ratio {r['excess_ratio'] or float('nan'):.2f} "
             f"D rms {r['d_stats']['model']['rms']:.3f} vs {list(r['d_stats'].values())[1]['rms']:.3f}")
     g = torch.Generator().manual_seed(1)
     noise = torch.randn((args.batch_size,) + tuple(shape), generator=g) * inner.sigma_max
@@ -238,7 +242,7 @@ def plot(results: list[dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(results), 3, figsize=(16, 4.6 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(len(results), 4, figsize=(21, 4.6 * len(results)), squeeze=False)
     for ax, res in zip(axes, results):
         lv = res["levels"]
         s = [r["sigma"] for r in lv]
@@ -266,6 +270,18 @@ def plot(results: list[dict], path) -> None:
         ax[2].axhline(res["data_stats"]["rms"], color="k", lw=0.8, ls=":", label="data rms")
         ax[2].set(xscale="log", xlabel="sigma", ylabel="pixel RMS of D", title="predicted x0: colour saturation")
         ax[2].legend(fontsize=7)
+        channels = len(res["data_stats"]["channel_mean"])
+        for c in range(channels):
+            col = ("C3", "C2", "C0")[c] if channels == 3 else "C0"
+            ax[3].plot(s, [r["d_stats"][ref_key]["channel_mean"][c] for r in lv], "--", color=col,
+                       label=f"channel {c}: exact (data + noise)")
+            for d, style in zip(res["ode_drift"], ("-^", ":v")):
+                calls = [k for k in d["calls"] if k["sigma"] > 0]
+                ax[3].plot([k["sigma"] for k in calls], [k["d"]["channel_mean"][c] for k in calls], style, ms=3,
+                           color=col, label=f"channel {c}: kar1 from {d['sigma_start']:.0f}")
+            ax[3].axhline(res["data_stats"]["channel_mean"][c], color=col, lw=0.6, ls=":")
+        ax[3].set(xscale="log", xlabel="sigma", ylabel="channel mean of D", title="predicted x0: colour drift")
+        ax[3].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -279,10 +295,20 @@ def main() -> None:
     ap.add_argument("--drift-num", type=int, default=200, help="kar1 samples of the colour-drift runs")
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--out", default="denoiser_error")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the results JSON")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((RESULTS / f"{args.out}.json").read_text())["models"], RESULTS / f"{args.out}.png")
+        return
     torch.set_num_threads(1)
     t0 = time.time()
-    results = [run_model(m, args) for m in args.models]
+    results = []
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for m in args.models:  # each model's result is kept, so that a rerun with the same settings resumes
+        part = CACHE / f"{Path(args.out).name}-{m}-{args.num}-{args.ref_num}-{args.levels}-{args.drift_num}-{args.batch_size}.json"
+        if not part.is_file():
+            atomic_write_json(part, run_model(m, args))
+        results.append(json.loads(part.read_text()))
     out = {"command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/denoiser_error.py " + " ".join(sys.argv[1:]),
            "machine": machine(), "settings": vars(args), "seconds": round(time.time() - t0), "models": results}
     print(write_json(f"{args.out}.json", out))
