@@ -248,15 +248,19 @@ def plot(results: list[dict], path) -> None:
         s = [r["sigma"] for r in lv]
         for key in lv[0]["mse_per_pixel"]:
             ax[0].plot(s, [r["mse_per_pixel"][key] for r in lv], "-o" if key == "model" else "--", ms=3, label=key)
-        ax[0].set(xscale="log", yscale="log", xlabel="sigma", ylabel="E|D - x0|^2 / d",
+        floor = 0.3 * min(r["mse_per_pixel"]["model"] for r in lv)
+        ax[0].set(xscale="log", yscale="log", ylim=(floor, None), xlabel="sigma", ylabel="E|D - x0|^2 / d",
                   title=f"{res['model']}: denoising error on data + noise")
         ax[0].legend(fontsize=7)
         ax[1].plot(s, [np.nan if r["excess_ratio"] is None else r["excess_ratio"] for r in lv], "-o", ms=3,
                    label="model / best reference")
         ax[1].axhline(1, color="k", lw=0.5)
-        ax[1].set(xscale="log", xlabel="sigma", ylabel="error ratio", title=f"excess ({lv[0]['reference_kind'][:40]}...)")
+        ref_kind = "vs an upper bound on the MMSE" if "upper" in lv[0]["reference_kind"] else "vs the training-loss optimum"
+        ax[1].set(xscale="log", yscale="log", ylim=(0.1, 20), xlabel="sigma", ylabel="model error / reference error",
+                  title=f"excess error {ref_kind}")
         tw = ax[1].twinx()
-        tw.plot(s, [max(r["eps_mse"]["excess"], 1e-9) for r in lv], "-s", color="C3", ms=3, label="eps-loss excess")
+        tw.plot(s, [r["eps_mse"]["excess"] if r["eps_mse"]["excess"] > 0 else np.nan for r in lv], "-s", color="C3",
+                ms=3, label="excess in eps-loss units (where > 0)")
         tw.set(yscale="log", ylabel="eps-loss excess (training-loss units)")
         ax[1].legend(loc="upper left", fontsize=7)
         tw.legend(loc="upper right", fontsize=7)
