@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import PixelStats, RecordingDenoiser, log, machine, pixel_stats, write_json, RESULTS
+from common import RecordingDenoiser, log, machine, pixel_stats, write_json, RESULTS
 from ddmkit.data.faces import sample_faces, to_tensor_range
 from ddmkit.data.folders import load_digits_images
 from ddmkit.denoisers import unwrap
