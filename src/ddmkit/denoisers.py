@@ -28,7 +28,8 @@ class Denoiser:
     `name`, `domain` ("faces" / "digits" for models of a built-in data domain: metrics and judges),
     `bottleneck` (the module path of its h-space, UNet models). Where it came from: `folder` (a
     diffusers folder) and `variant` (its weights variant, e.g. "fp16"), `checkpoint` and `conversion` (a raw
-    checkpoint converted in memory). `to(device)` moves its network (in place, like `nn.Module.to`).
+    checkpoint converted in memory). `sampling_sigma_max`: the noise level sampling starts at by default
+    (recorded with a model whose high-noise levels are poor; None: `sigma_max`). `to(device)` moves its network (in place, like `nn.Module.to`).
     Call settings: `clip_denoised` (clamp D to the data range) and `autocast_dtype` (CUDA autocast);
     change them through `view(...)`, which copies, never on a shared model.
     """
@@ -44,6 +45,7 @@ class Denoiser:
     variant: str | None = None
     checkpoint: str | None = None
     conversion: dict | None = None
+    sampling_sigma_max: float | None = None
     clip_denoised: bool = False
     autocast_dtype: torch.dtype | None = None
 
@@ -97,7 +99,8 @@ class Denoiser:
                                 data_range=data_range, name=name)
 
 
-DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "variant", "checkpoint", "conversion")
+DECLARED_FIELDS = ("data_range", "name", "domain", "bottleneck", "folder", "variant", "checkpoint", "conversion",
+                   "sampling_sigma_max")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

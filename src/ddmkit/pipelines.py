@@ -38,7 +38,7 @@ from .api.models import from_diffusers
 from .assets import shipped_model
 from .denoisers import Denoiser
 from .errors import DdmkitError
-from .models.loading import denoiser_for_folder, read_model_info
+from .models.loading import denoiser_for_folder
 from .models.native import load_network, own_memory
 from .models.parametrisation import scheduler_class
 
@@ -103,8 +103,7 @@ class _DdmkitPipeline(DiffusionPipeline):
         folder, shipped = self._ddmkit_source
         if folder is None:
             return from_diffusers(self.unet, self.scheduler)
-        rng = read_model_info(Path(folder)).get("data_range")
-        den = denoiser_for_folder(self.unet.eval(), cfg, folder, data_range=tuple(float(v) for v in rng) if rng else None)
+        den = denoiser_for_folder(self.unet.eval(), cfg, folder)
         if shipped is not None:
             den.name, den.domain = shipped, shipped_model(shipped).domain
         return den

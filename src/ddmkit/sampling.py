@@ -7,6 +7,8 @@ batch size or on which other samples are drawn with it.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -30,6 +32,18 @@ def data_scale(denoiser: Denoiser) -> float:
 def default_sigma_lo(denoiser: Denoiser) -> float:
     """The smallest noise level of the schedules and of the Tweedie step: the model's sigma_min."""
     return float(unwrap(denoiser).sigma_min)
+
+
+def start_sigma(denoiser: Denoiser, sigma_max: float | None = None) -> float:
+    """The noise level sampling starts at (x_T = sigma * noise): `sigma_max` when given, else the model's
+    recorded default (`Denoiser.sampling_sigma_max`, e.g. from a folder's ddmkit_model.json), else the
+    model's sigma_max. Refused outside (0, the model's sigma_max]."""
+    inner = unwrap(denoiser)
+    s = float(sigma_max if sigma_max is not None else (inner.sampling_sigma_max or inner.sigma_max))
+    if not (math.isfinite(s) and 0 < s <= float(inner.sigma_max) * (1 + 1e-6)):
+        raise DdmkitError(f"the starting sigma (--sigma-max) must be in (0, {float(inner.sigma_max):g}] (the model's "
+                          f"sigma_max), got {s:g}")
+    return s
 
 
 def make_schedule(
@@ -193,9 +207,7 @@ def sample(
         raise DdmkitError(f"--num must be >= 0, got {num}")
     get_integrator(integrator)
     inner = unwrap(denoiser)
-    s_start = float(sigma_start if sigma_start is not None else inner.sigma_max)
-    if not s_start > 0:
-        raise DdmkitError(f"the starting sigma must be > 0, got {s_start}")
+    s_start = start_sigma(denoiser, sigma_start)
     lo = default_sigma_lo(denoiser) if sigma_lo is None else float(sigma_lo)
     if not lo > 0:
         raise DdmkitError(f"sigma_lo must be > 0, got {lo}")

@@ -85,7 +85,7 @@ def sample(model: Any, num: int = 16, *, seed: int | None = None, generator: tor
            noise: torch.Tensor | None = None, integrator: str = "kar1", steps: int = 18,
            sigma_max: float | None = None, tweedie: bool = True, batch_size: int = 64, output_type: str = "pt",
            callback: Callable[[dict], None] | None = None, progress: bool = False, **options: float) -> Samples:
-    """`num` samples: x_T = sigma_max noise (the model's sigma_max by default; `noise` (num, *sample_shape)
+    """`num` samples: x_T = sigma_max noise (the model's recorded start level, else its sigma_max, by default; `noise` (num, *sample_shape)
     unit normals replaces the seeded draw), the integrator with `steps` (its N) and `options`, then the Tweedie
     step. `callback` is the integrator's k-diffusion-style per-step hook ({"x", "i", "sigma", "sigma_hat",
     "denoised"}). `generator`: the base seed is one draw from it (`resolve_seed`)."""
@@ -147,18 +147,20 @@ def _classifier_for(den, classifier) -> NoiseLevelClassifier:
 def sample_dlg(model: Any, num: int = 16, *, noise_classifier: Any = None, seed: int | None = None,
                generator: torch.Generator | None = None, noise: torch.Tensor | None = None, integrator: str = "kar2",
                steps: int = 7, n_skip: int = 8, eta: float = 0.4, chains: int | None = None, burn_in: str = "auto",
-               tweedie: bool = True, output_type: str = "pt", progress: bool = False, **options: float) -> DLGSamples:
+               sigma_max: float | None = None, tweedie: bool = True, output_type: str = "pt", progress: bool = False,
+               **options: float) -> DLGSamples:
     """`num` samples by Denoising Langevin Gibbs (Kim & Ye 2023): persistent chains (`chains`, default
     min(num, 64)), `n_skip` Langevin-Gibbs steps of size `eta` ([0, 1]-data units) per output, then the
     integrator from each chain's own sigma. The defaults are the README's faces setting at 20 NFE per sample
     (kar2, N = 7, n_skip 8, eta 0.4). `noise_classifier`: a classifier, a name or a path (default: the one
-    shipped for a shipped model). `noise` (chains, *sample_shape): each chain's starting noise."""
+    shipped for a shipped model). `noise` (chains, *sample_shape): each chain's starting noise. `sigma_max`:
+    the burn-in's start level (default: the model's recorded one, else its sigma_max)."""
     den = as_denoiser(model)
     num = _check_num(num)
     check_output_type(output_type, den)
     validate_options(integrator, options)
     config = DLGConfig(integrator=integrator, steps=steps, eta=eta, n_skip=n_skip, burn_in=burn_in, tweedie=tweedie,
-                       options=dict(options))
+                       options=dict(options), sigma_max=sigma_max)
     config.validate()
     chains = int(chains or min(num, 64))
     start = _check_noise(noise, chains, tuple(den.sample_shape), "chain")

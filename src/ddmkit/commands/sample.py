@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=path_text, help="output folder (new, empty, or an unfinished run to resume)")
     add_overwrite_argument(p)
     p.add_argument("--no-tweedie", action="store_true", help="skip the final Tweedie denoising step (1 NFE)")
+    p.add_argument("--sigma-max", type=float_range(0, low_open=True), default=None,
+                   help="the noise level sampling starts at, x_T = sigma * noise (with --dmcmc: the burn-in's); default: "
+                   "the model's recorded start level (ddmkit_model.json 'sampling_sigma_max'; the shipped faces model: "
+                   "20), else its sigma_max")
     p.add_argument("--eta", type=float_range(0, 10), default=None,
                    help="with --dmcmc: the DLG Langevin step size (same as --dlg-eta); otherwise ddim's eta")
     p.add_argument("--ddim-eta", type=float_range(0, 10), default=None, help="ddim: eta (0 deterministic, 1 DDPM-like)")
@@ -151,7 +155,7 @@ LANGEVIN_CLIP = {"model": None, "on": True, "off": False}  # --langevin-clip -> 
 
 SETTINGS_FLAGS = {"integrator": "kar1", "steps": 18, "dlg_eta": 0.8, "n_skip": 10, "burn_in": "auto",
                   "sigma_step": "argmax", "select": "min_sigma", "langevin_clip": "model", "tweedie_sigma": None,
-                  "no_tweedie": False}  # what a --settings file sets: these flags must stay at their defaults
+                  "no_tweedie": False, "sigma_max": None}  # what a --settings file sets: these flags must stay at their defaults
 
 
 def check_settings_flags(args: argparse.Namespace) -> None:
@@ -184,7 +188,8 @@ def dmcmc_request(args: argparse.Namespace, identity: dict):
     config = DLGConfig(integrator=args.integrator, steps=args.steps, eta=args.dlg_eta, n_skip=args.n_skip,
                        sigma_step=args.sigma_step, select=args.select, burn_in=args.burn_in,
                        tweedie=not args.no_tweedie, tweedie_sigma=getattr(args, "tweedie_sigma", None), options=args.options,
-                       langevin_clip=LANGEVIN_CLIP[getattr(args, "langevin_clip", "model")])
+                       langevin_clip=LANGEVIN_CLIP[getattr(args, "langevin_clip", "model")],
+                       sigma_max=getattr(args, "sigma_max", None))
     run = DmcmcRun(out=Path(args.out), num=args.num, seed=args.seed, chains=args.chains or min(args.num, args.batch_size),
                    model_spec=args.model, noise_classifier=args.noise_classifier,
                    classifier_dtype=getattr(args, "classifier_dtype", "fp32"),
@@ -263,6 +268,7 @@ def run_on(args: argparse.Namespace, dist) -> int:
     may use another number of workers (not another --batch-size: the settings record it)."""
     from ..denoisers import with_precision
     from ..models.loading import load_model, model_identity
+    from ..sampling import start_sigma
 
     out = Path(args.out)
     on_main(dist, lambda: claim_output(args, out))
@@ -273,6 +279,7 @@ def run_on(args: argparse.Namespace, dist) -> int:
         "command": "sample", "model": args.model, "model_identity": model_identity(denoiser),
         "integrator": args.integrator, "steps": args.steps, "num": args.num, "seed": args.seed,
         "tweedie": not args.no_tweedie, "options": args.options, "dtype": getattr(args, "dtype", "fp32"),
+        "sigma_max": start_sigma(denoiser, getattr(args, "sigma_max", None)),
     }
     load = {k: v for k, v in model_options(args).items() if v not in (None, False)}
     if load:  # --variant / --torch-dtype / --revision change the model: a resumed run must use the same
@@ -329,7 +336,7 @@ def _sample(args: argparse.Namespace, denoiser, batches, callback=None, progress
 
     return sample(denoiser, integrator=args.integrator, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                   batches=batches, use_tweedie=not args.no_tweedie, options=args.options, progress=progress,
-                  callback=callback)
+                  callback=callback, sigma_start=getattr(args, "sigma_max", None))
 
 
 def _sample_missing(args: argparse.Namespace, denoiser, store, done: list[int], dist):

@@ -7,7 +7,8 @@ chain's own sigma, then Tweedie (DMCMC spec sections 3-5, 10, 11).
 
 One chain per batch row; all chains move together (one batched model call per step). Per chain:
 
-    burn-in (once):   x = sigma_max eps; x = KAR2(x, sigma_max, N=20); x += perturb eps; sigma = C(x)
+    burn-in (once):   x = s eps; x = KAR2(x, s, N=20) (s = the start level: the model's sigma_max or its
+                      recorded default, `DLGConfig.sigma_max`); x += perturb eps; sigma = C(x)
                       n1 x langevin(eta1), then n2 x langevin(eta)          (the "cifar10" preset: 10 + 10)
     every round:      (x*, s*) = (x, sigma)                                  # the segment start is a candidate
                       n_skip x { x = x + (eta/2) s(x, sigma) + sqrt(eta) z;  sigma = C(x);
@@ -59,7 +60,7 @@ import torch
 from ..denoisers import Denoiser, NFECounter, append_dims, unwrap, view
 from ..errors import DdmkitError
 from ..integrators import PerSampleGenerator, get_integrator
-from ..sampling import check_seed, clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options
+from ..sampling import check_seed, clamp_to_range, data_scale, default_sigma_lo, integrate, integrator_options, start_sigma
 from ..schedules import karras_sigmas
 from .noise_classifier import NoiseLevelClassifier
 from ..io import atomic_save_npz
@@ -143,6 +144,7 @@ class DLGConfig:
     options: dict = field(default_factory=dict)
     divergence_factor: float = 10.0
     langevin_clip: bool | None = None  # D clamped to the data range inside the Langevin score; None: as the model
+    sigma_max: float | None = None  # the burn-in's start level; None: the model's (`ddmkit.sampling.start_sigma`)
 
     def validate(self) -> None:
         spec = get_integrator(self.integrator)
@@ -343,6 +345,7 @@ class DLGSampler:
         self.sigma_lo = default_sigma_lo(denoiser) if self.config.sigma_lo is None else float(self.config.sigma_lo)
         self.tweedie_sigma = self.sigma_lo if self.config.tweedie_sigma is None else float(self.config.tweedie_sigma)
         rng = self.inner.data_range
+        self.s_start = start_sigma(denoiser, self.config.sigma_max)
         self.limit = self.config.divergence_factor * (float(self.inner.sigma_max) + (max(abs(rng[0]), abs(rng[1])) if rng else 1.0))
         self.report = report if report is not None else (lambda msg: print(msg, file=sys.stderr))
         self.shape = tuple(self.inner.sample_shape)
@@ -402,7 +405,7 @@ class DLGSampler:
         n = len(chain_ids)
         gen = self._streams(chain_ids, restarts, tag=1)
         c0 = self.counter.nfe
-        s_max = float(self.inner.sigma_max)
+        s_max = self.s_start
         x = self._start(gen, chain_ids, restarts) * s_max
         if b.stop > 0:  # the Karras grid from sigma_max down to `stop`, without the final 0
             grid = karras_sigmas(b.kar2_steps, min(b.stop * self.scale, s_max), torch.full((n,), s_max))[:, :-1]

@@ -258,20 +258,27 @@ def load_diffusers_folder(folder: str | os.PathLike, *, device="cpu", timestep_m
     unet_dir = _find_unet_dir(folder)
     sched_cfg = _find_scheduler_config(folder)
     family(sched_cfg, str(folder))  # an unsupported scheduler is refused before the weights are read
-    rng = read_model_info(folder).get("data_range")
+    read_model_info(folder)  # a corrupt ddmkit_model.json is refused before the weights are read
     unet = _load_unet(unet_dir, device, variant=variant, torch_dtype=torch_dtype)
-    return denoiser_for_folder(unet, sched_cfg, folder, timestep_mode=timestep_mode, variant=variant,
-                               data_range=tuple(float(v) for v in rng) if rng else None)
+    return denoiser_for_folder(unet, sched_cfg, folder, timestep_mode=timestep_mode, variant=variant)
 
 
 def denoiser_for_folder(unet: torch.nn.Module, sched_cfg: dict | None, folder: str | os.PathLike, *,
-                        timestep_mode: str = "nearest", variant: str | None = None,
-                        data_range: tuple[float, float] | None = None) -> Denoiser:
-    """The denoiser of a network loaded from `folder` (which gives it its identity, `model_identity`)."""
+                        timestep_mode: str = "nearest", variant: str | None = None) -> Denoiser:
+    """The denoiser of a network loaded from `folder` (which gives it its identity, `model_identity`), with the
+    facts of its ddmkit_model.json: the data range and the default sampling start level."""
+    info = read_model_info(Path(folder))
+    rng = info.get("data_range")
     den = denoiser_from_unet(unet, sched_cfg, name=str(folder), timestep_mode=timestep_mode, source=str(folder),
-                             data_range=data_range)
+                             data_range=tuple(float(v) for v in rng) if rng else None)
     den.folder = str(folder)
     den.variant = variant
+    start = info.get("sampling_sigma_max")
+    if start is not None:
+        if not (isinstance(start, (int, float)) and den.sigma_min < float(start) <= den.sigma_max):
+            raise ModelLoadError(f"{Path(folder) / MODEL_INFO_FILE}: sampling_sigma_max must be a number in "
+                                 f"({den.sigma_min:g}, {den.sigma_max:g}], got {start!r}")
+        den.sampling_sigma_max = float(start)
     return den
 
 
