@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from .commands.argv import attach_negative_values
 from .errors import DdmkitError
 
 COMMAND_MODULES = (
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--"]:  # `torchrun ... -m ddmkit -- sample --num ...`: the `--` shields ddmkit's flags
         argv = argv[1:]
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(attach_negative_values(argv))
     except SystemExit as e:  # --help, --version, or a one-line argument error (status 2)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     args.command_line = ["ddmkit", *argv]  # recorded in every manifest (ddmkit.provenance)

@@ -23,10 +23,6 @@ EXAMPLE = ("example: ddmkit edit photo.png --boundary smiling --distance 20 --ou
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     """Boundary, distance and generation options shared by `edit` and `control`."""
-    import re
-
-    # let values such as -1x and -20:20:5 through as values (argparse only knows -20 and -1.5)
-    p._negative_number_matcher = re.compile(r"^-\.?\d")
     add_model_argument(p)
     p.add_argument("--boundary", action="append", required=True, metavar="B",
                    help="a boundary file or the name of a shipped one (smiling, eyeglasses, dark_hair, round_face, "
