@@ -34,7 +34,7 @@ from .metrics.evaluate import REFERENCE_NUM, check_images, evaluate_images, samp
 from .mixtures import GaussianMixture, GMMDenoiser, frechet_to_mixture
 from .models.loading import load_model
 from .outputs import image_grid, save_png, to_uint8
-from .sampling import SampleResult, sample
+from .sampling import SampleResult, sample, start_sigma
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def section_dlg(run: DemoRun) -> tuple[str, str]:
             dm = evaluate_images(x.numpy(), "faces")
             dname = run.grid(f"dlg_dlg_{b.dlg_steps}_{b.n_skip}.png", x)
         nfe, burn = nf["per_output"], nf["burn_in_amortised_per_output"]
-        sig_max = float(run.model().sigma_max)
+        sig_max = start_sigma(run.model())  # where plain sampling starts (the model's recorded start level)
         rows.append(_dlg_row(b, "plain", n, plain.nfe_per_sample, 0.0, sig_max, pm))
         rows.append(_dlg_row(b, "DLG", n, nfe, burn, float(np.median(sigma_star)), dm))
         figs.append(figure(pname, f"{b.label}: plain kar1 N = {b.plain_steps}, NFE {plain.nfe_per_sample:g}, "

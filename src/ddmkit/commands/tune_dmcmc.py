@@ -1,4 +1,4 @@
-"""`ddmkit tune-dmcmc`: grid search of DLG settings (eta, n_skip, steps) within an NFE budget."""
+"""`ddmkit tune-dmcmc`: search DLG settings within a total NFE budget, checked on other seeds against the best plain integrator."""
 from __future__ import annotations
 
 import argparse
