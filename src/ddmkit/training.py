@@ -38,7 +38,7 @@ from .objectives import (
     MIN_SNR_GAMMA, VP_PREDICTION_TYPES, EDMSettings, check_objective, data_range_of, edm_loss, edm_sigmas, vp_loss,
 )
 from .data.faces import sample_faces, to_tensor_range
-from .data.folders import load_training_images
+from .data.folders import ImageFolder, folder_channels, list_images, load_training_images
 
 
 @dataclass
@@ -175,19 +175,52 @@ def make_batch_source(cfg: TrainConfig) -> tuple[Callable[[int], torch.Tensor], 
         faces = _FacesBatches(cfg.batch_size, cfg.seed)
         return (DeviceFaces(faces, cfg.device) if cfg.fast.device_batches else faces), 3
 
-    data = load_training_images(cfg.data, cfg.resolution)  # float32 (N, C, H, W) in [-1, 1]
-    if cfg.fast.device_batches:
-        return DeviceBank(data, cfg.batch_size, cfg.seed, cfg.data != "digits", cfg.device), int(data.shape[1])
+    if cfg.data == "digits" or cfg.fast.device_batches:  # held whole: a small set, or the GPU path's device bank
+        data = load_training_images(cfg.data, cfg.resolution, channels=_folder_channels(cfg))
+        if cfg.fast.device_batches:
+            return DeviceBank(data, cfg.batch_size, cfg.seed, cfg.data != "digits", cfg.device), int(data.shape[1])
+        return _ArrayBatches(data, cfg.batch_size, cfg.seed, flip=False), int(data.shape[1])
+    folder = ImageFolder(cfg.data, cfg.resolution)  # streamed: only a batch's images are read, per step
+    return _FolderBatches(folder, cfg.batch_size, cfg.seed), folder.channels
 
-    def folder_batch(step: int) -> torch.Tensor:
-        rng = np.random.default_rng([cfg.seed, step])
-        idx = rng.integers(0, len(data), size=cfg.batch_size)
-        batch = data[idx]
-        flip = rng.random(cfg.batch_size) < 0.5 if cfg.data != "digits" else np.zeros(cfg.batch_size, bool)
-        batch[flip] = batch[flip][..., ::-1]
-        return torch.from_numpy(np.ascontiguousarray(batch))
 
-    return folder_batch, int(data.shape[1])
+def _folder_channels(cfg: TrainConfig) -> int:
+    return 1 if cfg.data == "digits" else folder_channels(list_images(cfg.data))
+
+
+def _draw(n: int, batch_size: int, seed: int, step: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The indices and horizontal flips of one training batch, deterministic in (seed, step)."""
+    rng = np.random.default_rng([seed, step])
+    idx = rng.integers(0, n, size=batch_size)
+    flips = rng.random(batch_size) < 0.5 if flip else np.zeros(batch_size, bool)
+    return idx, flips
+
+
+def _flipped(batch: np.ndarray, flips: np.ndarray) -> torch.Tensor:
+    batch[flips] = batch[flips][..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(batch))
+
+
+class _ArrayBatches:
+    """step -> a batch of a set held in memory (the digits)."""
+
+    def __init__(self, data: np.ndarray, batch_size: int, seed: int, flip: bool):
+        self.data, self.batch_size, self.seed, self.flip = data, batch_size, seed, flip
+
+    def __call__(self, step: int) -> torch.Tensor:
+        idx, flips = _draw(len(self.data), self.batch_size, self.seed, step, self.flip)
+        return _flipped(self.data[idx], flips)
+
+
+class _FolderBatches:
+    """step -> a batch of an image folder, read from disk (the same draws as a set held in memory)."""
+
+    def __init__(self, folder: ImageFolder, batch_size: int, seed: int):
+        self.folder, self.batch_size, self.seed = folder, batch_size, seed
+
+    def __call__(self, step: int) -> torch.Tensor:
+        idx, flips = _draw(len(self.folder), self.batch_size, self.seed, step, True)
+        return _flipped(self.folder.batch(idx), flips)
 
 
 def _warm_start(model: torch.nn.Module, folder: str) -> None:

@@ -42,8 +42,14 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attribute", metavar="NAME",
                    help="attribute (a face attribute with --faces, a column of --labels); with "
                    "--positive/--negative a free name for the boundary, e.g. the prompt")
+    g.add_argument("--num", type=int_range(2, 10_000_000), default=None, metavar="N",
+                   help="use a seeded subset of N labelled images of --images / --positive --negative (only those "
+                   "are read and inverted)")
+    g.add_argument("--balance", action="store_true",
+                   help="with --num: half the subset with the attribute, half without")
     g.add_argument("--seed", type=seed, default=0,
-                   help="seed of the faces (offset from a fixed base) and of the train/test split (default: 0)")
+                   help="seed of the faces (offset from a fixed base), of the --num subset and of the train/test "
+                   "split (default: 0)")
 
 
 def add_inversion_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,6 +88,9 @@ def load_labelled(args: argparse.Namespace, denoiser):
     if len(sources) != 1:
         raise DdmkitError("give exactly one source of labelled images: --faces N, --images DIR --labels CSV, "
                           "or --positive DIR --negative DIR" + (f" (got {' and '.join(sources)})" if sources else ""))
+    if args.faces is not None and (args.num is not None or args.balance):
+        raise DdmkitError("--num and --balance choose from a folder's images; --faces N is already balanced N faces")
+    subset = {"num": args.num, "balance": args.balance, "seed": args.seed}
     if args.faces is not None:
         if not args.attribute:
             raise DdmkitError("--faces needs --attribute (smiling, eyeglasses, dark_hair, round_face, open_eyes, warm_background)")
@@ -90,11 +99,12 @@ def load_labelled(args: argparse.Namespace, denoiser):
     if args.images is not None:
         if not args.labels or not args.attribute:
             raise DdmkitError("--images needs --labels CSV and --attribute NAME (a column of the CSV)")
-        x, y, info = labelled_folder(args.images, args.labels, args.attribute, resolution=res, channels=channels)
+        x, y, info = labelled_folder(args.images, args.labels, args.attribute, resolution=res, channels=channels,
+                                     **subset)
         return x, y, info, args.attribute
     if not (args.positive and args.negative):
         raise DdmkitError("--positive and --negative go together: give both folders")
-    x, y, info = labelled_two_folders(args.positive, args.negative, resolution=res, channels=channels)
+    x, y, info = labelled_two_folders(args.positive, args.negative, resolution=res, channels=channels, **subset)
     name = args.attribute or Path(args.positive).name
     return x, y, info, name
 

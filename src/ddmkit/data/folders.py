@@ -1,4 +1,5 @@
-"""Image folders and small real data sets as float32 (N, C, H, W) arrays in [-1, 1]."""
+"""Image folders and small real data sets as float32 (N, C, H, W) arrays in [-1, 1]; `ImageFolder` reads a
+folder one image at a time (a `torch.utils.data.Dataset`), so a training set never has to fit in memory."""
 from __future__ import annotations
 
 import os
@@ -59,6 +60,48 @@ def load_digits_images(resolution: int = 32) -> tuple[np.ndarray, np.ndarray]:
     x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False)
     x = x.clamp(0, 1) * 2 - 1
     return x.numpy(), d.target.astype(np.int64)
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def folder_channels(files: list[Path]) -> int:
+    """1 if every image of the folder is greyscale (read from the headers: nothing is decoded), else 3."""
+    from PIL import Image, UnidentifiedImageError
+
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                if im.mode not in GREY_MODES:
+                    return 3
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise DdmkitError(f"cannot read image {f}: {e.__class__.__name__}; give a PNG/JPEG file") from None
+    return 1
+
+
+class ImageFolder:
+    """The images of a folder, decoded one at a time when asked (`__getitem__`, a map-style dataset for
+    `torch.utils.data.DataLoader`): float32 (C, resolution, resolution) in [-1, 1], C = `channels`, or 1 for a
+    folder of greyscale images and 3 otherwise. Memory does not grow with the folder."""
+
+    def __init__(self, folder: str | os.PathLike, resolution: int, channels: int | None = None,
+                 files: list[Path] | None = None):
+        self.files = list(files) if files is not None else list_images(folder)
+        self.resolution = int(resolution)
+        self.channels = int(channels) if channels is not None else folder_channels(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return load_image(self.files[int(i)], self.resolution, self.channels)
+
+    def batch(self, indices) -> np.ndarray:
+        """The images `indices` as one float32 (B, C, R, R) array."""
+        return np.stack([self[i] for i in indices])
+
+    def subset(self, indices) -> "ImageFolder":
+        return ImageFolder(None, self.resolution, self.channels, files=[self.files[int(i)] for i in indices])
 
 
 def load_training_images(source: str, resolution: int, channels: int = 3) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 
 from ..assets import shipped_model
 from ..data.faces import sample_faces, to_tensor_range
-from ..data.folders import load_digits_images, load_training_images
+from ..data.folders import ImageFolder, load_digits_images
 from ..denoisers import Denoiser, unwrap, vp_sigmas
 from ..errors import DdmkitError
 from ..mixtures import GMMDenoiser
@@ -60,6 +60,29 @@ def array_data(x: np.ndarray, seed: int = 0, held_out_fraction: float = 0.1, des
     return ClassifierData(batch, test if len(test) else train[:1], description or f"{len(x)} samples", domain)
 
 
+def folder_data(folder: str, resolution: int, channels: int, seed: int = 0, held_out_fraction: float = 0.1,
+                max_held_out: int = 500) -> ClassifierData:
+    """The images of a folder, streamed: each step reads only its batch from disk (random images, random
+    horizontal flips, deterministic in (seed, step)); a seeded held-out share (at most `max_held_out`
+    images, held in memory) is never trained on. Memory does not grow with the folder."""
+    images = ImageFolder(folder, resolution, channels)
+    order = np.random.default_rng(int(seed)).permutation(len(images))
+    n_test = min(max_held_out, max(1, int(round(held_out_fraction * len(images))))) if len(images) > 1 else 0
+    if len(images) - n_test < 1:
+        raise DdmkitError("need at least 2 clean samples to train a noise classifier")
+    test, train = images.subset(order[:n_test]), images.subset(order[n_test:])
+
+    def batch(step: int, size: int) -> torch.Tensor:
+        r = np.random.default_rng([int(seed), step])
+        b = torch.from_numpy(train.batch(r.integers(0, len(train), size=size)))
+        f = torch.from_numpy(r.random(size) < 0.5)
+        b[f] = b[f].flip(-1)
+        return b
+
+    return ClassifierData(batch, torch.from_numpy(test.batch(range(len(test)))),
+                          f"images in {folder} ({len(images)}, streamed; {len(test)} held out)")
+
+
 def faces_data(seed: int = 0, pool: int = 20_000, held_out: int = 2000) -> ClassifierData:
     """The synthetic faces of the default model, in [-1, 1] (a rendered pool + a disjoint held-out set)."""
 
@@ -93,8 +116,7 @@ def data_for_model(denoiser, data: str | None, seed: int = 0) -> ClassifierData:
         d = array_data(load_digits_images(shape[-1])[0], seed, description="scikit-learn digits (1,797)", domain="digits")
     else:
 
-        d = array_data(load_training_images(data, shape[-1], channels=shape[0]), seed, description=f"images in {data}",
-                       flip=True)
+        d = folder_data(data, shape[-1], shape[0], seed)
     if tuple(d.held_out.shape[1:]) != shape:
         raise DdmkitError(f"--data {data} gives samples of shape {tuple(d.held_out.shape[1:])}, the model needs {shape}")
     return to_data_range(d, rng)

@@ -99,8 +99,31 @@ def _read_label_table(path: Path, attribute: str) -> dict[str, int]:
     return table
 
 
+def choose_subset(labels: np.ndarray, num: int | None, balance: bool, seed: int) -> np.ndarray:
+    """Indices of a seeded subset of `num` labelled images (all of them when None), sorted; with `balance`,
+    num // 2 with the label and num - num // 2 without (refused when either group is too small)."""
+    n = len(labels)
+    if num is None:
+        if balance:
+            raise DdmkitError("--balance needs --num N (the size of the balanced subset)")
+        return np.arange(n)
+    rng = np.random.default_rng([int(seed), 0xBA1])
+    if not balance:
+        if num > n:
+            raise DdmkitError(f"--num {num} is more than the {n} labelled images; give --num <= {n}")
+        return np.sort(rng.choice(n, size=num, replace=False))
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
+    want_pos, want_neg = num - num // 2, num // 2
+    if len(pos) < want_pos or len(neg) < want_neg:
+        raise DdmkitError(f"--num {num} --balance needs {want_pos} images with the label and {want_neg} without; "
+                          f"there are {len(pos)} and {len(neg)}: lower --num")
+    return np.sort(np.concatenate([rng.choice(pos, size=want_pos, replace=False),
+                                   rng.choice(neg, size=want_neg, replace=False)]))
+
+
 def labelled_folder(images: str | os.PathLike, labels: str | os.PathLike, attribute: str, *, resolution: int,
-                    channels: int = 3) -> tuple[np.ndarray, np.ndarray, dict]:
+                    channels: int = 3, num: int | None = None, balance: bool = False,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """The images of a folder with labels from a table (matched by file name, or by stem)."""
     folder = Path(images)
     if folder.is_dir() and (folder / "images").is_dir() and not any(
@@ -117,18 +140,28 @@ def labelled_folder(images: str | os.PathLike, labels: str | os.PathLike, attrib
             ys.append(v)
     if not chosen:
         raise DdmkitError(f"no image of {images} has a row in {labels}; the file column must hold the image names")
-    x = np.stack([load_image(f, resolution, channels) for f in chosen])
-    info = {"source": "folder", "images": str(images), "labels": str(labels), "num": len(chosen),
-            "unlabelled_skipped": len(files) - len(chosen)}
-    return x, np.asarray(ys, np.int64), info
+    ys = np.asarray(ys, np.int64)
+    keep = choose_subset(ys, num, balance, seed)  # only the chosen images are read
+    x = np.stack([load_image(chosen[i], resolution, channels) for i in keep])
+    info = {"source": "folder", "images": str(images), "labels": str(labels), "num": len(keep),
+            "labelled": len(chosen), "unlabelled_skipped": len(files) - len(chosen)}
+    if num is not None:
+        info["subset"] = {"num": num, "balance": balance, "seed": seed}
+    return x, ys[keep], info
 
 
 def labelled_two_folders(positive: str | os.PathLike, negative: str | os.PathLike, *, resolution: int,
-                         channels: int = 3) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Images with the attribute (or matching a prompt) from one folder, without it from another."""
+                         channels: int = 3, num: int | None = None, balance: bool = False,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Images with the attribute (or matching a prompt) from one folder, without it from another; `num` /
+    `balance`: a seeded (balanced) subset, and only its images are read (`choose_subset`)."""
     pos, neg = list_images(positive), list_images(negative)
-    x = np.stack([load_image(f, resolution, channels) for f in pos + neg])
+    files = pos + neg
     y = np.concatenate([np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)])
+    keep = choose_subset(y, num, balance, seed)
+    x = np.stack([load_image(files[i], resolution, channels) for i in keep])
     info = {"source": "two-folders", "positive": str(positive), "negative": str(negative),
-            "num_positive": len(pos), "num_negative": len(neg)}
-    return x, y, info
+            "num_positive": int(y[keep].sum()), "num_negative": int(len(keep) - y[keep].sum())}
+    if num is not None:
+        info["subset"] = {"num": num, "balance": balance, "seed": seed}
+    return x, y[keep], info
