@@ -371,7 +371,7 @@ def part_digits(table: Table) -> None:
     for steps in (6, 8, 11, 26):
         plain_row(ctx, table, "kar1", steps, 1000)
     plain_row(ctx, table, "kar2", 20, 1000)
-    ch = digits_choice(table)
+    ch = {k: v for k, v in digits_choice(table).items() if k in ("eta", "burn_in")}
     issue = {"eta": 0.4, "burn_in": "auto"}
     for t in (4, 50):
         dlg_row(ctx, table, f"dlg/issue/T={t}", clf="shipped", chains=DIGIT_T[t], outputs=t, **issue)
