@@ -3,6 +3,7 @@ run through `ddmkit tune-dmcmc`'s library (`ddmkit.dmcmc.tune.tune_dmcmc`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dmcmc_total_nfe.py --models gmm2d,gmm16d --budgets 5,10,20
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dmcmc_total_nfe.py --models digits-ve --budgets 5,10,20 --num 500
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dmcmc_total_nfe.py --models digits-ve,digits --budgets 20 --decompose
     .venv/bin/python benchmarks/dmcmc_total_nfe.py --report          # -> results/dmcmc_total_nfe.json, .png
 
 Total NFE per output = n_skip + integrator + 1 (Tweedie) + the burn-in (measured, 57 NFE per chain with the
@@ -31,10 +32,10 @@ import numpy as np
 import torch
 
 from common import RESULTS, machine, write_json
-from ddmkit.dmcmc.diagnostics import mixture_errors
+from ddmkit.dmcmc.diagnostics import mixture_errors, output_mixing
 from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
 from ddmkit.dmcmc.noise_classifier import load_classifier, oracle_classifier
-from ddmkit.dmcmc.tune import TuneSpace, tune_dmcmc
+from ddmkit.dmcmc.tune import TuneSpace, default_metric, tune_dmcmc
 from ddmkit.assets import shipped_model
 from ddmkit.metrics.evaluate import noise_floor
 from ddmkit.mixtures import GaussianMixture, GMMDenoiser, random_mixture
@@ -43,10 +44,13 @@ from ddmkit.sampling import sample
 
 PARTS = RESULTS / "dmcmc_total_nfe"
 INTEGRATORS = ("kar1", "kar2", "ddim", "dpmpp_2m", "unipc")
-ETAS = (0.2, 0.8)
+ETAS = {"gmm": (0.001, 0.01, 0.05), "images": (0.2, 0.8)}  # dmcmc_diagnostics.json: mixtures want far smaller steps
 SHARES = (0.2, 0.4)
 OUTPUTS_PER_CHAIN = 50
 SCORE_SEEDS = (1, 2, 3)
+# the cifar10 burn-in (perturbation 0.5) and the smaller perturbations that dmcmc_diagnostics.json found better
+# on the mixtures (gmm2d 0.1, gmm16d 0.3: 'chosen' there, on its own seed 0 runs)
+BURN_INS = {"gmm": ("auto", "20:0.1:10@0.5,10@eta", "20:0.3:10@0.5,10@eta"), "images": ("auto",)}
 
 
 def mixture(name: str) -> GaussianMixture:
@@ -67,7 +71,9 @@ def model_and_classifier(name: str):
 
 def run_cell(name: str, budget: float, num: int, progress: bool) -> dict:
     den, clf, clf_name = model_and_classifier(name)
-    space = TuneSpace(integrators=INTEGRATORS, etas=ETAS, skip_shares=SHARES, outputs_per_chain=(OUTPUTS_PER_CHAIN,))
+    kind = "gmm" if name.startswith("gmm") else "images"
+    space = TuneSpace(integrators=INTEGRATORS, etas=ETAS[kind], skip_shares=SHARES, outputs_per_chain=(OUTPUTS_PER_CHAIN,),
+                      burn_ins=BURN_INS[kind])
     PARTS.mkdir(parents=True, exist_ok=True)
     out = PARTS / f"{name}_nfe{budget:g}.json"
     header = {"model": name, "model_identity": model_identity(den), "noise_classifier": clf_name}
@@ -89,7 +95,8 @@ def winners_mixture_errors(name: str, table: dict, num: int) -> dict:
         errs = []
         for s in SCORE_SEEDS:
             if row["dlg"]:
-                cfg = DLGConfig(integrator=row["integrator"], steps=row["steps"], eta=row["eta"], n_skip=row["n_skip"])
+                cfg = DLGConfig(integrator=row["integrator"], steps=row["steps"], eta=row["eta"], n_skip=row["n_skip"],
+                                burn_in=row.get("burn_in") or "auto")
                 x = dlg_sample(den, clf, cfg, num=num, chains=math.ceil(num / row["outputs_per_chain"]), seed=s,
                                report=lambda m: None).x
             else:
@@ -99,6 +106,29 @@ def winners_mixture_errors(name: str, table: dict, num: int) -> dict:
     return out
 
 
+def decompose(name: str, budget: float, num: int) -> dict:
+    """The best DLG setting of a cell re-run (score seed 1) with 1, 4 and 50 outputs per chain: with one output
+    per chain the outputs are independent (ESS 1) and the burn-in is paid in full, so FD(50) - FD(1) is what
+    the chains' mixing costs, and FD(1) is what the per-output procedure (classifier + Langevin + integrator
+    from sigma*) gives at best."""
+    table = json.loads((PARTS / f"{name}_nfe{budget:g}.json").read_text())
+    best = table["best"]
+    den, clf, _ = model_and_classifier(name)
+    _, fn = default_metric(den)
+    cfg = DLGConfig(integrator=best["integrator"], steps=best["steps"], eta=best["eta"], n_skip=best["n_skip"],
+                    burn_in=best.get("burn_in") or "auto")
+    rows = []
+    for opc in (1, 4, 50):
+        res = dlg_sample(den, clf, cfg, num=num, chains=math.ceil(num / opc), seed=1, report=lambda m: None)
+        rows.append({"outputs_per_chain": opc, "metric": float(fn(res.x)), "nfe_per_output": res.nfe["per_output"],
+                     "total_nfe": res.nfe["per_output_with_burn_in"],
+                     "ess_per_output": output_mixing(res.x, res.chain)["ess_per_output"]["median"] if opc > 1 else 1.0})
+        print(name, budget, rows[-1], flush=True)
+    return {"model": name, "budget": budget, "setting": {k: best.get(k) for k in ("integrator", "steps", "n_skip", "eta",
+                                                                                  "burn_in")},
+            "num": num, "seed": 1, "rows": rows}
+
+
 def summarise(table: dict, floor: dict | None) -> dict:
     rows = [r for r in table["rows"] if r.get("metric") is not None and r.get("within_budget")]
     plain = {r["integrator"]: {"steps": r["steps"], "nfe": r["nfe"], "metric": round(r["metric"], 4)}
@@ -106,14 +136,15 @@ def summarise(table: dict, floor: dict | None) -> dict:
     dlg_by_integrator = {}
     for r in rows:
         if r["dlg"] and (r["integrator"] not in dlg_by_integrator or r["metric"] < dlg_by_integrator[r["integrator"]]["metric"]):
-            dlg_by_integrator[r["integrator"]] = {k: r[k] for k in ("steps", "n_skip", "eta", "nfe", "nfe_per_output",
-                                                                     "ess_per_output")} | {"metric": round(r["metric"], 4)}
+            dlg_by_integrator[r["integrator"]] = {k: r.get(k) for k in ("steps", "n_skip", "eta", "nfe", "nfe_per_output",
+                                                                         "ess_per_output", "burn_in")} | {"metric": round(r["metric"], 4)}
     best = table.get("best")
     return {"budget": table["target_nfe"], "num": table["num"], "metric": table["metric"],
             "burn_in_per_chain": table["burn_in_per_chain"], "outputs_per_chain": OUTPUTS_PER_CHAIN,
             "noise_floor": floor, "verdict": table.get("verdict"),
             "best_dlg": None if best is None else {k: best.get(k) for k in ("integrator", "steps", "n_skip", "eta", "nfe",
-                                                                            "nfe_per_output", "ess_per_output", "metric")},
+                                                                            "nfe_per_output", "ess_per_output", "burn_in",
+                                                                            "metric")},
             "best_plain": None if table.get("best_plain") is None else
             {k: table["best_plain"][k] for k in ("integrator", "steps", "nfe", "metric")},
             "plain_on_tuning_seed": plain, "dlg_best_per_integrator_on_tuning_seed": dlg_by_integrator,
@@ -144,6 +175,7 @@ def report(args) -> None:
         out["models"].setdefault(name, []).append(cell)
     for cells_ in out["models"].values():
         cells_.sort(key=lambda c: c["budget"])
+    out["mixing_decomposition"] = [json.loads(p.read_text()) for p in sorted(PARTS.glob("decompose_*.json"))]
     write_json("dmcmc_total_nfe.json", out)
     plot(out)
 
@@ -184,11 +216,18 @@ def main() -> None:
     p.add_argument("--budgets", default="5,10,20")
     p.add_argument("--num", type=int, default=500)
     p.add_argument("--report", action="store_true")
+    p.add_argument("--decompose", action="store_true",
+                   help="re-run each --models cell's best DLG setting at 1, 4 and 50 outputs per chain")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.report:
         report(args)
+        return
+    if args.decompose:
+        for name in args.models.split(","):
+            for b in [float(v) for v in args.budgets.split(",")]:
+                (PARTS / f"decompose_{name}_nfe{b:g}.json").write_text(json.dumps(decompose(name, b, args.num), indent=1))
         return
     for name in args.models.split(","):
         for b in [float(v) for v in args.budgets.split(",")]:

@@ -232,7 +232,7 @@ def test_tune_dmcmc_budgets_total_nfe_and_checks_the_winners_on_other_seeds(gmm,
     out = tmp_path / "tune.json"
     assert main(_tune_args(gmm, out)) == 0
     t = json.loads(out.read_text())
-    burn = t["burn_in_per_chain"]
+    burn = t["burn_in_per_chain"]["auto"]
     assert burn == 57  # the cifar10 burn-in (KAR2 N = 20: 37 NFE, then 10 + 10 Langevin steps), measured
     per_output = 12 - burn / 10  # 12 total, the burn-in amortised over 10 outputs per chain
     dlg_rows = [r for r in t["rows"] if r["dlg"]]
@@ -254,6 +254,23 @@ def test_tune_dmcmc_budgets_total_nfe_and_checks_the_winners_on_other_seeds(gmm,
     assert main(_tune_args(gmm, out)) == 0  # resumes: every row and every score-seed run is already there
     after = json.loads(out.read_text())
     assert after["rows"] == json.loads(before)["rows"] and after["validation"] == json.loads(before)["validation"]
+
+
+def test_tune_searches_burn_ins_and_the_settings_keep_the_chosen_one(gmm, tmp_path):
+    out = tmp_path / "tune.json"
+    small = "12:0.1:4@0.5,4@eta"  # KAR2 N = 12 (21 NFE) + 8 Langevin steps: 29 NFE, measured
+    assert main(_tune_args(gmm, out, "--burn-ins", f"auto;{small}", "--integrators", "kar1")) == 0
+    t = json.loads(out.read_text())
+    assert t["burn_in_per_chain"] == {"auto": 57, small: 29}
+    dlg = [r for r in t["rows"] if r["dlg"]]
+    assert {r["burn_in"] for r in dlg} == {"auto", small}
+    for r in dlg:
+        assert r["nfe"] == pytest.approx(r["nfe_per_output"] + t["burn_in_per_chain"][r["burn_in"]] / 10)
+    from ddmkit.dmcmc.settings_file import load_settings
+
+    from ddmkit.dmcmc.dlg import parse_burn_in
+
+    assert parse_burn_in(load_settings(out).config.burn_in) == parse_burn_in(t["best"]["burn_in"])
 
 
 def test_tune_settings_file_round_trips_into_sample(gmm, tmp_path):
@@ -300,6 +317,7 @@ def test_tune_and_settings_bad_input_exit_2_and_write_nothing(gmm, tmp_path, cap
         (_tune_args(gmm, tmp_path / "t3.json", "--score-seeds", "0,1"), "--score-seeds must differ from the tuning --seed 0"),
         (_tune_args(gmm, tmp_path / "t4.json", "--integrators", "rk45"), "rk45's NFE is adaptive"),
         (_tune_args(gmm, tmp_path / "t5.json", "--inception-weights", str(out)), "--inception-weights is for FID"),
+        (_tune_args(gmm, tmp_path / "t6.json", "--burn-ins", "auto;20:x"), "--burn-in '20:x' not understood"),
     ]
     for args, message in cases:
         assert main(args) == 2, args

@@ -104,7 +104,8 @@ def edit(model: Any, images: Any, boundary: Any = "smiling", distance: Any = "1x
                  res.distances_used[0], base, res.settings)
 
 
-def _labelled(den, images, labels, positive, negative, faces, attribute) -> tuple[np.ndarray, np.ndarray, dict]:
+def _labelled(den, images, labels, positive, negative, faces, attribute,
+              subset: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """(images in [-1, 1], 0/1 labels, a description) from one of the four sources of `fit_boundary`."""
     c, res, _ = image_shape(den)
     given = [n for n, v in (("images", images), ("positive/negative", positive if positive is not None else negative),
@@ -118,14 +119,14 @@ def _labelled(den, images, labels, positive, negative, faces, attribute) -> tupl
         if positive is None or negative is None:
             raise DdmkitError("positive and negative go together: give both (folders or images)")
         if all(isinstance(p, (str, os.PathLike)) and Path(p).is_dir() for p in (positive, negative)):
-            return labelled_two_folders(positive, negative, resolution=res, channels=c)
+            return labelled_two_folders(positive, negative, resolution=res, channels=c, **subset)
         pos, neg = (model_images(v, den, map_range=False)[0].numpy() for v in (positive, negative))
         y = np.concatenate([np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)])
         return np.concatenate([pos, neg]), y, {"source": "arrays", "num_positive": len(pos), "num_negative": len(neg)}
     if labels is None:
         raise DdmkitError("images need labels: a sequence of 0/1 (or -1/+1) per image, or a CSV file for a folder")
     if isinstance(labels, (str, os.PathLike)):
-        return labelled_folder(images, labels, attribute, resolution=res, channels=c)
+        return labelled_folder(images, labels, attribute, resolution=res, channels=c, **subset)
     x = model_images(images, den, map_range=False)[0].numpy()
     y = np.asarray(labels)
     if len(y) != len(x):
@@ -137,13 +138,15 @@ def fit_boundary(model: Any, images: Any = None, labels: Sequence | str | os.Pat
                  attribute: str, positive: Any = None, negative: Any = None, faces: int | None = None,
                  t_m: int | None = None, n_inv: int = 40, h_source: str = "last", n_test: int | float = 0.5,
                  C: float = 1.0, seed: int = 0, batch_size: int = 50, out: str | os.PathLike | None = None,
-                 progress: bool = False) -> AttributeBoundary:
+                 num: int | None = None, balance: bool = False, progress: bool = False) -> AttributeBoundary:
     """Fit the z and h boundaries of `attribute` (BoundaryDiffusion section 4): images + labels (arrays,
     PIL images, or a folder + a label CSV), positive + negative (folders or images), or `faces=N` synthetic
     faces; DDIM-inverted to `t_m` (default T // 2, as `ddmkit boundary fit`); `n_test` held out. Written to
-    `out` (.safetensors + .json) when given."""
+    `out` (.safetensors + .json) when given. `num` / `balance`: a seeded (balanced) subset of a folder source,
+    only its images read (as `ddmkit boundary fit --num N --balance`)."""
     den = as_denoiser(model)
-    x, y, info = _labelled(den, images, labels, positive, negative, faces, attribute)
+    x, y, info = _labelled(den, images, labels, positive, negative, faces, attribute,
+                           {"num": num, "balance": balance, "seed": seed})
     lo, hi = tuple(den.data_range or (-1.0, 1.0))
     if (lo, hi) != (-1.0, 1.0):
         x = lo + (x + 1.0) * (hi - lo) / 2.0

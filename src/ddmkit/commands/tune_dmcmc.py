@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outputs-per-chain", type=int_list(1, MAX_NUM), default=DEFAULT_OUTPUTS_PER_CHAIN,
                    help="outputs per chain to try, comma-separated (the burn-in is amortised over them; default "
                         f"{','.join(map(str, DEFAULT_OUTPUTS_PER_CHAIN))})")
+    p.add_argument("--burn-ins", default="auto",
+                   help="burn-ins to try, separated by ';': auto, cifar10, celebahq or KAR2_STEPS:PERTURB:N1@ETA1,N2@eta "
+                        "(e.g. 'auto;20:0.1:10@0.5,10@eta': a smaller perturbation; default auto)")
     p.add_argument("--num", type=int_range(2, MAX_NUM), default=1000, help="samples per setting (default 1000)")
     p.add_argument("--seed", type=seed, default=0, help="the seed the search runs on (default 0)")
     p.add_argument("--score-seeds", type=int_list(0, 2**63 - 1), default=DEFAULT_SCORE_SEEDS,
@@ -78,7 +81,8 @@ def search_space(args: argparse.Namespace):
                           "search chose on would flatter the winner)")
     space = TuneSpace(integrators=tuple(i.strip() for i in args.integrators.split(",") if i.strip()),
                       etas=tuple(args.etas), skip_shares=tuple(args.skip_shares),
-                      outputs_per_chain=tuple(int(k) for k in args.outputs_per_chain))
+                      outputs_per_chain=tuple(int(k) for k in args.outputs_per_chain),
+                      burn_ins=tuple(b.strip() for b in args.burn_ins.split(";") if b.strip()))
     space.validate()
     return space
 

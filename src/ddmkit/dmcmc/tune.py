@@ -41,7 +41,7 @@ from ..metrics.inception import load_extractor
 from ..mixtures import GMMDenoiser, frechet_to_mixture
 from ..sampling import sample
 from .diagnostics import output_mixing
-from .dlg import DLGConfig, DLGSampler, dlg_sample
+from .dlg import DLGConfig, DLGSampler, dlg_sample, parse_burn_in
 from .noise_classifier import NoiseLevelClassifier
 from .settings_file import DLGSettings
 
@@ -67,14 +67,20 @@ def max_steps(integrator: str, budget: float) -> int | None:
 @dataclass(frozen=True)
 class TuneSpace:
     """What the search varies: integrators, DLG step sizes ([0, 1]-data units), the shares of the per-output
-    budget given to n_skip, and the outputs per chain (the burn-in's amortisation)."""
+    budget given to n_skip, the outputs per chain (the burn-in's amortisation) and the burn-ins (presets or
+    'KAR2_STEPS:PERTURB:N1@ETA1,N2@eta', `ddmkit.dmcmc.dlg.parse_burn_in`)."""
 
     integrators: tuple[str, ...] = BUDGETABLE
     etas: tuple[float, ...] = DEFAULT_ETAS
     skip_shares: tuple[float, ...] = DEFAULT_SKIP_SHARES
     outputs_per_chain: tuple[int, ...] = DEFAULT_OUTPUTS_PER_CHAIN
+    burn_ins: tuple[str, ...] = ("auto",)
 
     def validate(self) -> None:
+        if not self.burn_ins:
+            raise DdmkitError("give at least one burn-in (--burn-ins)")
+        for b in self.burn_ins:
+            parse_burn_in(b)
         for i in self.integrators:
             if i not in INTEGRATORS:
                 raise DdmkitError(f"unknown integrator {i!r}; choose from {', '.join(INTEGRATORS)}")
@@ -90,17 +96,17 @@ class TuneSpace:
             raise DdmkitError("--outputs-per-chain must be whole numbers >= 1")
 
 
-def burn_in_nfe(denoiser: Denoiser, classifier: NoiseLevelClassifier, config: DLGConfig | None = None) -> int:
+def burn_in_nfe(denoiser: Denoiser, classifier: NoiseLevelClassifier, burn_in: str = "auto") -> int:
     """The burn-in's NFE per chain, measured by running it on one chain."""
-    sampler = DLGSampler(denoiser, classifier, config or DLGConfig(), chains=1, seed=0, report=lambda m: None)
+    sampler = DLGSampler(denoiser, classifier, DLGConfig(burn_in=burn_in), chains=1, seed=0, report=lambda m: None)
     return int(sampler.burn_in([0], [0])[2])
 
 
-def settings_grid(target_nfe: float, space: TuneSpace, burn_nfe: int) -> list[dict]:
+def settings_grid(target_nfe: float, space: TuneSpace, burn_nfe: dict[str, int]) -> list[dict]:
     """The DLG rows whose planned total NFE fits `target_nfe` (module docstring)."""
     rows = []
-    for opc in space.outputs_per_chain:
-        per_output = target_nfe - burn_nfe / opc
+    for burn, opc in [(b, k) for b in space.burn_ins for k in space.outputs_per_chain]:
+        per_output = target_nfe - burn_nfe[burn] / opc
         for integ in space.integrators:
             splits = set()
             for share in space.skip_shares:
@@ -110,24 +116,25 @@ def settings_grid(target_nfe: float, space: TuneSpace, burn_nfe: int) -> list[di
                     splits.add((n_skip, steps))
             for n_skip, steps in sorted(splits):
                 rows += [{"integrator": integ, "dlg": True, "eta": float(eta), "n_skip": n_skip, "steps": steps,
-                          "outputs_per_chain": int(opc)} for eta in space.etas]
+                          "outputs_per_chain": int(opc), "burn_in": burn} for eta in space.etas]
     return rows
 
 
 def plain_grid(target_nfe: float, integrators: Sequence[str]) -> list[dict]:
     """Each integrator alone with the most steps that fit the budget (its NFE + 1 Tweedie)."""
     return [{"integrator": i, "dlg": False, "eta": None, "n_skip": None, "steps": max_steps(i, target_nfe - 1),
-             "outputs_per_chain": None} for i in integrators if max_steps(i, target_nfe - 1) is not None]
+             "outputs_per_chain": None, "burn_in": None} for i in integrators if max_steps(i, target_nfe - 1) is not None]
 
 
-def check_budget(target_nfe: float, space: TuneSpace, burn_nfe: int) -> None:
+def check_budget(target_nfe: float, space: TuneSpace, burn_nfe: dict[str, int]) -> None:
     """A budget below one DLG output's total NFE (1 Langevin step, the cheapest integration, Tweedie, the
     burn-in amortised at the most outputs per chain) is refused, naming the smallest that works."""
     cheapest = min(get_integrator(i).nfe(get_integrator(i).min_steps) for i in space.integrators)
-    least = 1 + cheapest + 1 + burn_nfe / max(space.outputs_per_chain)
+    burn = min(burn_nfe.values())
+    least = 1 + cheapest + 1 + burn / max(space.outputs_per_chain)
     if target_nfe < least:
         raise DdmkitError(f"--target-nfe {target_nfe:g} is below one DLG output's total NFE: at least {least:.3g} "
-                          f"(1 Langevin step + {cheapest} integrator + 1 Tweedie + a {burn_nfe}-NFE burn-in over "
+                          f"(1 Langevin step + {cheapest} integrator + 1 Tweedie + a {burn}-NFE burn-in over "
                           f"{max(space.outputs_per_chain)} outputs per chain); raise it or --outputs-per-chain")
 
 
@@ -164,7 +171,8 @@ def fid_metric(denoiser: Denoiser, reference: Any, inception_weights: str | None
 
 
 def _key(row: dict) -> tuple:
-    return (row["integrator"], row["dlg"], row.get("eta"), row.get("n_skip"), row["steps"], row.get("outputs_per_chain"))
+    return (row["integrator"], row["dlg"], row.get("eta"), row.get("n_skip"), row["steps"], row.get("outputs_per_chain"),
+            row.get("burn_in"))
 
 
 def score_row(denoiser: Denoiser, classifier: NoiseLevelClassifier, row: dict, num: int, seed: int,
@@ -174,7 +182,8 @@ def score_row(denoiser: Denoiser, classifier: NoiseLevelClassifier, row: dict, n
     try:
         if row["dlg"]:
             chains = max(1, math.ceil(num / row["outputs_per_chain"]))
-            cfg = DLGConfig(integrator=row["integrator"], steps=row["steps"], eta=row["eta"], n_skip=row["n_skip"])
+            cfg = DLGConfig(integrator=row["integrator"], steps=row["steps"], eta=row["eta"], n_skip=row["n_skip"],
+                            burn_in=row.get("burn_in") or "auto")
             res = dlg_sample(denoiser, classifier, cfg, num=num, chains=chains, seed=seed, report=lambda m: None)
             x, total = res.x, res.nfe["per_output_with_burn_in"]
             mixing = output_mixing(res.x, res.chain)["ess_per_output"]["median"]
@@ -199,7 +208,7 @@ def tune_dmcmc(denoiser: Denoiser, classifier: NoiseLevelClassifier, target_nfe:
     if any(s == seed for s in score_seeds) or not score_seeds:
         raise DdmkitError(f"--score-seeds must be given and differ from the tuning --seed {seed} (scoring on the "
                           "seed the search chose on would flatter the winner)")
-    burn = burn_in_nfe(denoiser, classifier)
+    burn = {b: burn_in_nfe(denoiser, classifier, b) for b in space.burn_ins}
     check_budget(target_nfe, space, burn)
     name, fn = metric or default_metric(denoiser)
     grid = settings_grid(target_nfe, space, burn) + plain_grid(target_nfe, space.integrators)
@@ -243,7 +252,7 @@ def _validate(table: dict, denoiser, classifier, fn, progress: bool, save: Calla
     todo = [(kind, table[key], s) for kind, key in (("dlg", "best"), ("plain", "best_plain")) if table[key] is not None
             for s in table["score_seeds"] if (kind, s) not in done]
     for kind, row, s in tqdm(todo, disable=not progress, desc="tune-dmcmc: score seeds"):
-        setting = {k: row[k] for k in ("integrator", "dlg", "eta", "n_skip", "steps", "outputs_per_chain")}
+        setting = {k: row.get(k) for k in ("integrator", "dlg", "eta", "n_skip", "steps", "outputs_per_chain", "burn_in")}
         r = score_row(denoiser, classifier, setting, table["num"], s, fn, table["target_nfe"])
         table["validation"].append({"kind": kind, "seed": s, **r})
         save()
@@ -271,7 +280,8 @@ def _verdict(table: dict, denoiser: Denoiser) -> None:
         summary["dlg_helps"] = helps
     table["verdict"] = {**summary, "text": text}
     table["settings"] = None if best is None else DLGSettings(
-        DLGConfig(integrator=best["integrator"], steps=best["steps"], eta=best["eta"], n_skip=best["n_skip"]),
+        DLGConfig(integrator=best["integrator"], steps=best["steps"], eta=best["eta"], n_skip=best["n_skip"],
+                  burn_in=best.get("burn_in") or "auto"),
         best["outputs_per_chain"], table.get("model_identity") or {}, table.get("noise_classifier"),
         table.get("noise_classifier_sha256"), best["nfe"],
         {"target_nfe": table["target_nfe"], "metric": table["metric"], "seed": table["seed"],
