@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -60,8 +59,6 @@ WINDOW_N = {"mixture": 2000, "digits": 1000}
 
 def setup() -> None:
     torch.set_num_threads(1)
-    sys.path.insert(0, str(ROOT.parent / "src"))
-    sys.path.insert(0, str(ROOT.parent))
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -411,7 +408,7 @@ def main() -> None:
     elif args.part == "digits":
         part_digits(table)
     else:
-        from benchmarks.dmcmc_diagnostics_report import report
+        from dmcmc_diagnostics_report import report
 
         report(table)
     table.save()
