@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -209,7 +209,24 @@ def vp_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return ((1 - a) / a).sqrt()
 
 
-class VPEpsDenoiser(Denoiser):
+class NetworkDenoiser(Denoiser):
+    """A denoiser around one network, `model` (the UNet): its device is the network's."""
+
+    model: Any
+
+    @property
+    def unet(self):
+        return self.model
+
+    @property
+    def device(self) -> torch.device:
+        if isinstance(self.model, torch.nn.Module):
+            for p in self.model.parameters():
+                return p.device
+        return torch.device("cpu")
+
+
+class VPEpsDenoiser(NetworkDenoiser):
     """A DDPM network seen in sigma space (DMCMC spec section 10).
 
     D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma)) for epsilon-prediction (`prediction_type`
@@ -249,17 +266,6 @@ class VPEpsDenoiser(Denoiser):
         self.data_range = data_range
         self.name = name
         self.clip_denoised = clip_denoised
-
-    @property
-    def unet(self):
-        return self.model
-
-    @property
-    def device(self) -> torch.device:
-        if isinstance(self.model, torch.nn.Module):
-            for p in self.model.parameters():
-                return p.device
-        return torch.device("cpu")
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Timestep for each sigma: nearest in log sigma, or fractional (log-sigma interpolation)."""
@@ -305,7 +311,7 @@ class VPEpsDenoiser(Denoiser):
                 "clip_denoised": self.clip_denoised}
 
 
-class VEScoreDenoiser(Denoiser):
+class VEScoreDenoiser(NetworkDenoiser):
     """A variance-exploding score model `model(x, sigma) -> grad log p_sigma(x)`: D = x + sigma^2 * s."""
 
     def __init__(
@@ -328,13 +334,6 @@ class VEScoreDenoiser(Denoiser):
         self.name = name
         self.clip_denoised = clip_denoised  # off by default, as in score_sde
 
-    @property
-    def device(self) -> torch.device:
-        if isinstance(self.model, torch.nn.Module):
-            for p in self.model.parameters():
-                return p.device
-        return torch.device("cpu")
-
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         out = self.model(net_input(x, self.model), sigma)
         out = getattr(out, "sample", out)
@@ -344,7 +343,7 @@ class VEScoreDenoiser(Denoiser):
         return {"parametrisation": "ve-score", "clip_denoised": self.clip_denoised}
 
 
-class EDMDenoiser(Denoiser):
+class EDMDenoiser(NetworkDenoiser):
     """An EDM-preconditioned network F (Karras et al. 2022, Table 1; diffusers' EDMEulerScheduler):
 
         D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))
@@ -374,17 +373,6 @@ class EDMDenoiser(Denoiser):
         self.data_range = data_range
         self.name = name
         self.clip_denoised = clip_denoised  # off by default, as in EDM
-
-    @property
-    def unet(self):
-        return self.model
-
-    @property
-    def device(self) -> torch.device:
-        if isinstance(self.model, torch.nn.Module):
-            for p in self.model.parameters():
-                return p.device
-        return torch.device("cpu")
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = append_dims(sigma, x.ndim)

@@ -79,14 +79,5 @@ def run_lock(out: str | Path, dist: Dist | None = None) -> Iterator[None]:
     """One run per output path: the main worker takes the lock and tells the others whether it got it,
     so a second run (of any number of workers) on the same path exits 2 at once."""
     with ExitStack() as stack:
-        problem = None
-        if dist is None or dist.is_main:
-            try:
-                stack.enter_context(output_lock(out))
-            except DdmkitError as e:
-                problem = str(e)
-        if dist is not None and dist.enabled:
-            problem = dist.broadcast_object(problem)
-        if problem:
-            raise DdmkitError(problem)
+        on_main(dist, lambda: stack.enter_context(output_lock(out)))
         yield
