@@ -168,7 +168,7 @@ def report(args) -> None:
         floor = None
         if domain is not None:
             f = noise_floor(domain, table["num"])
-            floor = {"fd": round(f["fd_noise_floor"], 3), "std": round(f["fd_noise_floor_std"], 3), "n": table["num"]}
+            floor = {"fd": round(f["mean"], 3), "std": round(f["std"], 3), "n": f["n"]}
         cell = summarise(table, floor)
         if name.startswith("gmm"):
             cell["mixture_errors_on_score_seeds"] = winners_mixture_errors(name, table, table["num"])
@@ -176,8 +176,28 @@ def report(args) -> None:
     for cells_ in out["models"].values():
         cells_.sort(key=lambda c: c["budget"])
     out["mixing_decomposition"] = [json.loads(p.read_text()) for p in sorted(PARTS.glob("decompose_*.json"))]
+    out["markdown"] = markdown(out)
     write_json("dmcmc_total_nfe.json", out)
     plot(out)
+    print(out["markdown"])
+
+
+def markdown(out: dict) -> str:
+    """The README's table: per model and total budget, best DLG and best plain on the score seeds."""
+    lines = ["| model (metric, n) | total NFE | best DLG (seeds 1-3) | ESS / output | best plain (seeds 1-3) | DLG better |",
+             "|---|---|---|---|---|---|"]
+    for name, cells in out["models"].items():
+        for c in cells:
+            d, p = c["verdict"].get("dlg"), c["verdict"].get("plain")
+            bd, bp = c["best_dlg"], c["best_plain"]
+            if not (d and p):
+                continue
+            floor = f", floor {c['noise_floor']['fd']:.3g}" if c["noise_floor"] else ""
+            lines.append(f"| {name} ({c['metric']}, {c['num']}{floor}) | {c['budget']:g} | {bd['integrator']} N={bd['steps']} "
+                         f"n_skip {bd['n_skip']} eta {bd['eta']:g}: {d['mean']:.3g} +- {d['std']:.2g} | "
+                         f"{bd['ess_per_output']:.2f} | {bp['integrator']} N={bp['steps']}: {p['mean']:.3g} +- {p['std']:.2g} | "
+                         f"{'**yes**' if c['verdict'].get('dlg_helps') else 'no'} |")
+    return "\n".join(lines)
 
 
 def plot(out: dict) -> None:
