@@ -17,7 +17,6 @@ and the divergence events.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -32,7 +31,7 @@ from .. import __version__
 from ..assets import shipped_model
 from ..distributed import Dist, block
 from ..errors import DdmkitError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, file_sha256
 from ..models.loading import model_identity
 from ..outputs import PartStore, write_sample_folder
 from .diagnostics import output_mixing
@@ -91,14 +90,6 @@ def resolve_classifier(path: str | None, model_spec: str | None, denoiser, ident
     clf = load_classifier(path, device=device)
     check_compatible(clf, denoiser, identity, path=str(path))
     return clf, str(paths_for(path)[0])
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 LAYOUT_FILE = "dlg-workers.json"

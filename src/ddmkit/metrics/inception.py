@@ -12,7 +12,6 @@ $DDMKIT_INCEPTION_WEIGHTS, both resolved by the command), else it is looked up i
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DdmkitError
+from ..io import file_sha256
 from . import fidelity
 
 PUBLISHED_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -57,11 +57,7 @@ def hub_cache_path() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def check_weights_file(path: str | os.PathLike | None, label: str = "Inception weights") -> InceptionWeights:

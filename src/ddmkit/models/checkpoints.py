@@ -5,7 +5,6 @@ arbitrary code to unpickle is refused.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -55,14 +54,6 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             f"{path} is truncated or not a PyTorch checkpoint ({e.__class__.__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
             "re-copy it"
         ) from None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def unet_classes() -> dict[str, type]:

@@ -41,8 +41,8 @@ import torch
 from ..assets import shipped_model
 from ..denoisers import Denoiser, EDMDenoiser, VEScoreDenoiser, VPEpsDenoiser, unwrap
 from ..errors import DdmkitError, ModelLoadError
+from ..io import file_sha256
 from ..mixtures import GMMDenoiser, load_gmm_denoiser
-from .checkpoints import file_sha256
 from .configs import arch_names, bottleneck_module_name, get_arch
 from .convert_ddpm import convert_ddpm_checkpoint
 from .convert_guided import convert_guided_checkpoint
