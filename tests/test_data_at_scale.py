@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import ddmkit.data.folders as folders
+import ddmkit.editing.labelled as labelled
 from ddmkit.cli import main
 from ddmkit.data.folders import ImageFolder, folder_channels, list_images
 from ddmkit.dmcmc.classifier_data import folder_data
@@ -29,7 +30,13 @@ def _write(folder, n, mode="RGB", size=16, seed=0):
 def count_reads(monkeypatch):
     reads = []
     real = folders.load_image
-    monkeypatch.setattr(folders, "load_image", lambda p, *a, **k: (reads.append(p), real(p, *a, **k))[1])
+
+    def counting(p, *a, **k):
+        reads.append(p)
+        return real(p, *a, **k)
+
+    for module in (folders, labelled):  # labelled binds the function at import: patch it there too
+        monkeypatch.setattr(module, "load_image", counting)
     return reads
 
 
