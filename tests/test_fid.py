@@ -385,3 +385,39 @@ def test_fid_under_two_workers_equals_one(weights, tmp_path, capsys):
     with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
         np.testing.assert_allclose(a["mu"], b["mu"], rtol=1e-6, atol=1e-9)
         assert int(a["n"]) == int(b["n"]) == 5
+
+
+def test_tune_dmcmc_scores_a_user_model_by_fid_against_a_reference(weights, unet_folder, tmp_path, capsys,
+                                                                   monkeypatch):
+    """tune-dmcmc on a model without a domain: FID against --ref (a folder) or --ref-stats (what evaluate
+    --save-stats writes), each row's value equal to FID computed directly on the same samples. The 2048-D
+    Frechet formula (two 11-s eigendecompositions per row here; checked against torch-fidelity above) is
+    replaced by its mean and trace terms, which the same Inception statistics feed."""
+    import ddmkit
+    from ddmkit.dmcmc.tune import fid_metric
+
+    monkeypatch.setattr(fid, "frechet_distance_gaussians",
+                        lambda m1, s1, m2, s2: float(((m1 - m2) ** 2).sum() + abs(np.trace(s1) - np.trace(s2))))
+
+    ref = faces_folder(tmp_path / "ref", 6, 3, size=16)
+    clf = tmp_path / "clf"
+    ddmkit.train_noise_classifier(unet_folder, torch.rand(8, 3, 16, 16) * 2 - 1, out=clf, steps=2, k=16, batch_size=4)
+    base = ["tune-dmcmc", "--model", unet_folder, "--noise-classifier", clf, "--integrators", "kar1", "--etas", "0.5",
+            "--skip-shares", "0.3", "--outputs-per-chain", "2", "--num", "4", "--score-seeds", "1",
+            "--target-nfe", "40", "--inception-weights", weights, "--quiet"]
+    run_ok(base + ["--ref", ref / "images", "--out", tmp_path / "t.json"], capsys)
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert t["metric"] == "fid_vs_images" and len(t["rows"]) == 2 and all(r["metric"] > 0 for r in t["rows"])
+    plain = next(r for r in t["rows"] if not r["dlg"])
+    den = ddmkit.load_model(unet_folder)
+    x = ddmkit.sample(den, 4, seed=0, integrator="kar1", steps=plain["steps"], batch_size=100).images
+    assert fid_metric(den, ref / "images", str(weights))[1](x) == pytest.approx(plain["metric"], rel=1e-9)
+    run_ok(["evaluate", ref, "--save-stats", tmp_path / "ref.npz", "--inception-weights", weights], capsys)
+    run_ok(base + ["--ref-stats", tmp_path / "ref.npz", "--out", tmp_path / "s.json"], capsys)
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["metric"] == "fid_vs_ref.npz"
+    assert next(r for r in s["rows"] if not r["dlg"])["metric"] == pytest.approx(plain["metric"], rel=1e-6)
+    for flag, message in (("--ref", "is not a folder of images"), ("--ref-stats", "does not exist")):
+        rc = main([str(a) for a in base + [flag, tmp_path / "missing", "--out", tmp_path / "u.json"]])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and message in err and "\n" not in err and not (tmp_path / "u.json").exists()

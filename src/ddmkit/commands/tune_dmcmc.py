@@ -74,6 +74,11 @@ def search_space(args: argparse.Namespace):
 
     if args.ref and args.ref_stats:
         raise DdmkitError("give one reference: --ref FOLDER or --ref-stats FILE")
+    if args.ref and not Path(args.ref).is_dir():
+        raise DdmkitError(f"--ref {args.ref} is not a folder of images; give the reference images' folder")
+    if args.ref_stats and not Path(args.ref_stats).is_file():
+        raise DdmkitError(f"--ref-stats {args.ref_stats} does not exist; write one with "
+                          "`ddmkit evaluate DIR --save-stats FILE.npz`")
     if args.inception_weights and not (args.ref or args.ref_stats):
         raise DdmkitError("--inception-weights is for FID against --ref / --ref-stats; add one of them")
     if args.seed in args.score_seeds:
