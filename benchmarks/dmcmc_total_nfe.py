@@ -69,14 +69,15 @@ def model_and_classifier(name: str):
     return den, load_classifier(path), str(path.name)
 
 
-def run_cell(name: str, budget: float, num: int, progress: bool) -> dict:
+def run_cell(name: str, budget: float, num: int, progress: bool, integrators: tuple[str, ...] = INTEGRATORS,
+             tag: str = "") -> dict:
     den, clf, clf_name = model_and_classifier(name)
     kind = "gmm" if name.startswith("gmm") else "images"
-    space = TuneSpace(integrators=INTEGRATORS, etas=ETAS[kind], skip_shares=SHARES, outputs_per_chain=(OUTPUTS_PER_CHAIN,),
+    space = TuneSpace(integrators=integrators, etas=ETAS[kind], skip_shares=SHARES, outputs_per_chain=(OUTPUTS_PER_CHAIN,),
                       burn_ins=BURN_INS[kind])
     PARTS.mkdir(parents=True, exist_ok=True)
-    out = PARTS / f"{name}_nfe{budget:g}.json"
-    header = {"model": name, "model_identity": model_identity(den), "noise_classifier": clf_name}
+    out = PARTS / f"{name}_nfe{budget:g}{tag}.json"
+    header = {"model": name, "model_identity": model_identity(den), "noise_classifier": clf_name, "tag": tag}
     t0 = time.time()
     table = tune_dmcmc(den, clf, budget, space=space, num=num, seed=0, score_seeds=SCORE_SEEDS, out=out,
                        header=header, progress=progress)
@@ -163,15 +164,15 @@ def report(args) -> None:
         table = json.loads(path.read_text())
         if table.get("verdict") is None:
             continue
-        name = table["model"]
-        domain = {"digits": "digits", "digits-ve": "digits", "default": "faces"}.get(name)
+        name = table["model"] + table.get("tag", "")
+        domain = {"digits": "digits", "digits-ve": "digits", "default": "faces"}.get(table["model"])
         floor = None
         if domain is not None:
             f = noise_floor(domain, table["num"])
             floor = {"fd": round(f["mean"], 3), "std": round(f["std"], 3), "n": f["n"]}
         cell = summarise(table, floor)
         if name.startswith("gmm"):
-            cell["mixture_errors_on_score_seeds"] = winners_mixture_errors(name, table, table["num"])
+            cell["mixture_errors_on_score_seeds"] = winners_mixture_errors(table["model"], table, table["num"])
         out["models"].setdefault(name, []).append(cell)
     for cells_ in out["models"].values():
         cells_.sort(key=lambda c: c["budget"])
@@ -239,6 +240,8 @@ def main() -> None:
     p.add_argument("--decompose", action="store_true",
                    help="re-run each --models cell's best DLG setting at 1, 4 and 50 outputs per chain")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--integrators", default=",".join(INTEGRATORS))
+    p.add_argument("--tag", default="", help="suffix of the cell files (another integrator set: e.g. _paper)")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.report:
@@ -251,7 +254,7 @@ def main() -> None:
         return
     for name in args.models.split(","):
         for b in [float(v) for v in args.budgets.split(",")]:
-            t = run_cell(name, b, args.num, not args.quiet)
+            t = run_cell(name, b, args.num, not args.quiet, tuple(args.integrators.split(",")), args.tag)
             print(f"{name} @ {b:g}: {t['verdict']['text']}", flush=True)
 
 
