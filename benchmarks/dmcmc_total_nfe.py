@@ -217,7 +217,7 @@ def plot(out: dict) -> None:
             s = [c["verdict"][kind]["std"] if c["verdict"].get(kind) else np.nan for c in cells]
             ax.errorbar(b, m, yerr=s, marker="o", color=colour, capsize=3,
                         label="best DLG (3 seeds)" if kind == "dlg" else "best plain (3 seeds)")
-        for integ in INTEGRATORS:
+        for integ in sorted({i for c in cells for i in c["plain_on_tuning_seed"]}):
             ys = [c["plain_on_tuning_seed"].get(integ, {}).get("metric", np.nan) for c in cells]
             ax.plot(b, ys, lw=0.8, alpha=0.5, ls="--", label=f"{integ} (seed 0)")
         if cells[0]["noise_floor"]:
@@ -226,7 +226,7 @@ def plot(out: dict) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("total NFE per output (burn-in amortised over 50)")
         ax.set_title(f"{name}: {cells[0]['metric']}")
-    axes[0][0].legend(fontsize=6)
+        ax.legend(fontsize=5)
     fig.tight_layout()
     fig.savefig(RESULTS / "dmcmc_total_nfe.png", dpi=110)
 
