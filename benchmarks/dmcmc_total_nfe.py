@@ -20,6 +20,9 @@ errors of the winners); `digits`, `digits-ve` and `default` (faces) with their s
 scored by FD-digits / FD-faces against the noise floor of real data at the same n. The faces model starts
 at its recorded start level, sigma 20 (`ddmkit_model.json`), for DLG's burn-in and the plain samplers alike.
 Per (model, budget) a table `results/dmcmc_total_nfe/<model>_nfe<B>.json` (resumable) holds every row.
+The digits and digits-ve cells were made before `TuneSpace` gained `burn_ins` (their rows carry no `burn_in` key
+and their `space` no `burn_ins`; the burn-in was "auto", as the current code uses for image models): rerunning
+them recomputes the same settings rather than resuming.
 """
 from __future__ import annotations
 
