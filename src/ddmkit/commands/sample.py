@@ -15,6 +15,13 @@ from .argtypes import MAX_BATCH, MAX_NUM, MAX_STEPS, float_range, int_range, pat
 from .common import add_model_argument, add_overwrite_argument, model_input_paths, model_options, on_main, run_lock
 
 
+# the defaults of the flags that --dmcmc and --settings check ("given" = not at its default): one place each
+SAMPLE_DEFAULTS = {"integrator": "kar1", "steps": 18, "no_tweedie": False, "sigma_max": None}
+DMCMC_DEFAULTS = {"settings": None, "dlg_eta": 0.8, "n_skip": 10, "chains": 0, "noise_classifier": None,
+                  "classifier_dtype": "fp32", "classifier_compile": False, "sigma_step": "argmax", "select": "min_sigma",
+                  "burn_in": "auto", "langevin_clip": "model", "tweedie_sigma": None}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
@@ -28,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_argument(p)
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="network precision: fp32, or bf16/fp16 autocast on CUDA (default: fp32)")
-    p.add_argument("--integrator", default="kar1",
+    p.add_argument("--integrator", default=SAMPLE_DEFAULTS["integrator"],
                    help="kar1, kar2, rd, em, pf, rk45, ddim, dpmpp_2m or unipc (default: kar1)")
-    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=18,
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=SAMPLE_DEFAULTS["steps"],
                    help="the integrator's N (grid points; for ddim, dpmpp_2m and unipc the NFE)")
     p.add_argument("--num", type=int_range(1, MAX_NUM), default=64, help="number of samples")
     p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=64,
@@ -74,10 +81,10 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--settings", metavar="FILE", default=None, type=path_text,
                    help="DLG settings chosen by `ddmkit tune-dmcmc` (its --out table): integrator, steps, eta, n_skip "
                    "and outputs per chain (chains = ceil(num / outputs per chain) unless --chains); refused for another model")
-    g.add_argument("--dlg-eta", type=float_range(0, 100, low_open=True), default=0.8,
+    g.add_argument("--dlg-eta", type=float_range(0, 100, low_open=True), default=DMCMC_DEFAULTS["dlg_eta"],
                    help="Langevin step size in [0,1]-data units (scaled by 4 for [-1,1] models; default 0.8)")
-    g.add_argument("--n-skip", type=int_range(0, MAX_STEPS), default=10, help="Langevin-Gibbs steps per output (default 10)")
-    g.add_argument("--chains", type=int_range(0, MAX_BATCH), default=0, help="persistent chains (default: min(--num, --batch-size))")
+    g.add_argument("--n-skip", type=int_range(0, MAX_STEPS), default=DMCMC_DEFAULTS["n_skip"], help="Langevin-Gibbs steps per output (default 10)")
+    g.add_argument("--chains", type=int_range(0, MAX_BATCH), default=DMCMC_DEFAULTS["chains"], help="persistent chains (default: min(--num, --batch-size))")
     g.add_argument("--noise-classifier", metavar="PATH", default=None, type=path_text,
                    help="PATH(.safetensors/.json) from `ddmkit noise-classifier train`, or 'oracle' (gmm: models: the "
                    "exact posterior over the sigma grid) (default: the one shipped for default/digits)")
@@ -86,14 +93,14 @@ def add_dmcmc_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: fp32)")
     g.add_argument("--classifier-compile", action="store_true",
                    help="torch.compile the noise-level classifier (CUDA graphs on a GPU; compiles on the first batch)")
-    g.add_argument("--sigma-step", choices=("argmax", "sample"), default="argmax",
+    g.add_argument("--sigma-step", choices=("argmax", "sample"), default=DMCMC_DEFAULTS["sigma_step"],
                    help="sigma <- grid[argmax q(k|x)] (the paper's) or a draw from q")
-    g.add_argument("--select", choices=("min_sigma", "last"), default="min_sigma",
+    g.add_argument("--select", choices=("min_sigma", "last"), default=DMCMC_DEFAULTS["select"],
                    help="state handed to the integrator: the segment's minimum-sigma one (the paper's) or the last")
-    g.add_argument("--burn-in", default="auto",
+    g.add_argument("--burn-in", default=DMCMC_DEFAULTS["burn_in"],
                    help="auto, cifar10 (KAR2 N=20, +0.5 eps, 10x eta 0.5, 10x eta), celebahq (.. 50x 1.6, 20x eta), "
                    "or KAR2_STEPS:PERTURB:N1@ETA1,N2@eta")
-    g.add_argument("--langevin-clip", choices=("model", "on", "off"), default="model",
+    g.add_argument("--langevin-clip", choices=("model", "on", "off"), default=DMCMC_DEFAULTS["langevin_clip"],
                    help="clamp D to the data range inside the Langevin score: as the model does (model; DDPMs clip), "
                    "on, or off (the integrator and Tweedie keep the model's setting)")
     g.add_argument("--tweedie-sigma", type=float_range(0, low_open=True), default=None,
@@ -142,10 +149,7 @@ def check_dmcmc_arguments(args: argparse.Namespace) -> None:
     """DLG flags need --dmcmc (a flag left at its default is fine)."""
     if getattr(args, "dmcmc", False):
         return
-    defaults = {"settings": None, "dlg_eta": 0.8, "n_skip": 10, "chains": 0, "noise_classifier": None, "sigma_step": "argmax",
-                "classifier_dtype": "fp32", "classifier_compile": False,
-                "select": "min_sigma", "burn_in": "auto", "tweedie_sigma": None, "langevin_clip": "model"}
-    given = [k for k, v in defaults.items() if getattr(args, k, v) != v]
+    given = [k for k, v in DMCMC_DEFAULTS.items() if getattr(args, k, v) != v]
     if given:
         raise DdmkitError(f"--{given[0].replace('_', '-')} applies to --dmcmc sampling only; add --dmcmc")
 
@@ -153,9 +157,9 @@ def check_dmcmc_arguments(args: argparse.Namespace) -> None:
 LANGEVIN_CLIP = {"model": None, "on": True, "off": False}  # --langevin-clip -> DLGConfig.langevin_clip
 
 
-SETTINGS_FLAGS = {"integrator": "kar1", "steps": 18, "dlg_eta": 0.8, "n_skip": 10, "burn_in": "auto",
-                  "sigma_step": "argmax", "select": "min_sigma", "langevin_clip": "model", "tweedie_sigma": None,
-                  "no_tweedie": False, "sigma_max": None}  # what a --settings file sets: these flags must stay at their defaults
+SETTINGS_FLAGS = {**SAMPLE_DEFAULTS, **{k: DMCMC_DEFAULTS[k] for k in ("dlg_eta", "n_skip", "burn_in", "sigma_step", "select",
+                                                                       "langevin_clip", "tweedie_sigma")}}
+# what a --settings file sets: these flags must stay at their defaults
 
 
 def check_settings_flags(args: argparse.Namespace) -> None:
