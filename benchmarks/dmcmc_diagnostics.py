@@ -132,8 +132,9 @@ class Ctx:
 
 
 def trained_mixture_classifier(ctx: Ctx, **train):
-    """The classifier `ddmkit noise-classifier train --model gmm:...` makes (its defaults, or `train`'s
-    changes of them: input_norm, steps), cached."""
+    """The classifier `ddmkit noise-classifier train --model gmm:... --steps 3000` makes (its defaults when
+    these rows were made, or `train`'s changes of them: input_norm, steps), cached. The CLI's default for
+    vector data is now 20,000 steps, chosen by the `fix:classifier=trained-20k` rows."""
     from ddmkit.dmcmc.classifier_training import ClassifierTrainConfig, train_noise_classifier
     from ddmkit.dmcmc.noise_classifier import load_classifier, paths_for
     from ddmkit.dmcmc.classifier_data import mixture_data
@@ -142,7 +143,7 @@ def trained_mixture_classifier(ctx: Ctx, **train):
     path = CACHE / f"dmcmc_diagnostics_{ctx.name}_classifier{tag}"
     if not paths_for(path)[1].is_file():
         train_noise_classifier(mixture_data(ctx.mix, seed=0), (ctx.mix.dim,), None, ctx.den.sigma_min, ctx.den.sigma_max,
-                               path, ClassifierTrainConfig(**train), meta={"model": ctx.name}, progress=False)
+                               path, ClassifierTrainConfig(**{"steps": 3000, **train}), meta={"model": ctx.name}, progress=False)
     return load_classifier(path)
 
 
@@ -158,21 +159,30 @@ class Table:
         return self.index.get((model, name))
 
     def add(self, row: dict) -> dict:
-        from ddmkit.io import atomic_write_json
-
-        old = self.index.get((row["model"], row["name"]))
-        if old is not None:
-            self.data["rows"].remove(old)
-        self.data["rows"].append(row)
-        self.index[(row["model"], row["name"])] = row
-        atomic_write_json(self.path, self.data)
+        self.save(row)
         print(f"[{time.strftime('%H:%M:%S')}] {row['model']} {row['name']}: {short(row)}", flush=True)
         return row
 
-    def save(self) -> None:
+    def save(self, row: dict | None = None) -> None:
+        """Write the file (adding or replacing `row`): under a lock, merged with what other parts running at
+        the same time have written since this one read it, so parts may run side by side."""
+        import fcntl
+
         from ddmkit.io import atomic_write_json
 
-        atomic_write_json(self.path, self.data)
+        with open(CACHE / f"{self.path.stem}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.is_file():
+                disk = json.loads(self.path.read_text())
+                for r in disk["rows"]:
+                    self.index.setdefault((r["model"], r["name"]), r)
+                for k, v in disk.items():
+                    if k != "rows" and isinstance(v, dict):
+                        self.data[k] = {**v, **self.data.get(k, {})}
+            if row is not None:
+                self.index[(row["model"], row["name"])] = row
+            self.data["rows"] = list(self.index.values())
+            atomic_write_json(self.path, self.data)
 
 
 def short(row: dict) -> str:

@@ -227,3 +227,17 @@ def test_compiled_classifier_equals_the_eager_one():
     assert clf.compile() is clf and clf.compiled
     compiled = clf.predict(x)
     assert (compiled == eager).float().mean().item() >= 0.95 and (compiled - eager).abs().max().item() <= 1
+
+
+def test_default_training_length_depends_on_the_kind_of_data(tmp_path, monkeypatch):
+    """steps=None trains for the data kind's default (vectors 20,000, images 3,000: DEFAULT_STEPS), and the
+    file records the steps it used; the CLI's --steps default is None, so it follows the same table."""
+    from ddmkit.dmcmc import classifier_training as ct
+
+    assert ct.default_steps((16,)) == 20_000 and ct.default_steps((3, 32, 32)) == ct.default_steps((1, 32, 32)) == 3_000
+    assert ClassifierTrainConfig().steps is None
+    monkeypatch.setitem(ct.DEFAULT_STEPS, "vectors", 7)
+    m, den = _mixture16()
+    meta = train_noise_classifier(mixture_data(m, seed=0, held_out=200), (16,), None, den.sigma_min, den.sigma_max,
+                                  tmp_path / "clf", ClassifierTrainConfig(k=8, batch_size=16), progress=False)
+    assert meta["training"]["steps"] == 7 and meta["training"]["steps_done"] == 7

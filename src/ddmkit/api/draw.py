@@ -108,14 +108,14 @@ def noise_classifier(name_or_path: str = "default", *, device: str | torch.devic
     return load_classifier(str(name_or_path), device=device)
 
 
-def train_noise_classifier(model: Any, data: Any = None, *, out: str | os.PathLike, steps: int = 3000, k: int = 1000,
+def train_noise_classifier(model: Any, data: Any = None, *, out: str | os.PathLike, steps: int | None = None, k: int = 1000,
                            batch_size: int = 100, seed: int = 0, progress: bool = False) -> NoiseLevelClassifier:
     """Train the noise-level classifier DLG needs (DMCMC spec section 3) on clean `data`: images (PIL, uint8
     arrays or float tensors in the model's range, as `edit` takes them), 'faces', 'digits', a folder, or None
     (the model's own domain; exact samples for a mixture). Writes OUT.safetensors + OUT.json (resumable from
     OUT.ckpt/, as `ddmkit noise-classifier train`) and returns the classifier."""
     den = as_denoiser(model)
-    cfg = ClassifierTrainConfig(k=int(k), steps=int(steps), batch_size=int(batch_size), seed=int(seed))
+    cfg = ClassifierTrainConfig(k=int(k), steps=None if steps is None else int(steps), batch_size=int(batch_size), seed=int(seed))
     cfg.validate()
     if data is None or isinstance(data, str) and (data in ("faces", "digits") or Path(data).is_dir()):
         clean = data_for_model(den, data, seed)

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output path (writes OUT.safetensors and OUT.json; checkpoints in OUT.ckpt/)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing OUT.safetensors / OUT.json")
     t.add_argument("--k", type=int_range(2, 100_000), default=1000, help="number of noise levels K (default 1000, the paper's)")
-    t.add_argument("--steps", type=int_range(1, 100_000_000), default=3000, help="optimizer steps (default 3000)")
+    t.add_argument("--steps", type=int_range(1, 100_000_000), default=None,
+                   help="optimizer steps (default: 3000 for images, 20000 for vector data such as gmm: mixtures)")
     t.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=100, help="default 100, the paper's")
     t.add_argument("--lr", type=float_range(0, 1, low_open=True), default=1e-3,
                    help="Adam learning rate (default 1e-3, the paper's)")
