@@ -88,7 +88,7 @@ def plot(table, models) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.dmcmc_diagnostics import PLOT
+    from dmcmc_diagnostics import PLOT
 
     fig, axes = plt.subplots(len(models), 3, figsize=(16, 4.2 * len(models)), squeeze=False)
     for ax_row, m in zip(axes, models):
