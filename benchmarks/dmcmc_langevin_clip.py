@@ -21,11 +21,9 @@ import numpy as np
 import torch
 
 from common import RESULTS, machine, write_json
-from ddmkit.assets import shipped_model
+from dmcmc_total_nfe import model_and_classifier
 from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
-from ddmkit.dmcmc.noise_classifier import load_classifier
 from ddmkit.dmcmc.tune import default_metric
-from ddmkit.models.loading import load_model
 
 OUT = RESULTS / "dmcmc_langevin_clip.json"
 CELLS = RESULTS / "dmcmc_total_nfe"
@@ -49,8 +47,7 @@ def main() -> None:
     table = json.loads(OUT.read_text()) if OUT.is_file() else {"cells": {}}
     table.update({"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dmcmc_langevin_clip.py", "machine": machine()})
     for model in MODELS:
-        den = load_model(model)
-        clf = load_classifier(shipped_model(model).noise_classifier)
+        den, clf, _ = model_and_classifier(model)
         _, fn = default_metric(den)
         for budget in BUDGETS:
             key = f"{model}_nfe{budget}"

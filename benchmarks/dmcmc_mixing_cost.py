@@ -16,16 +16,13 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
 import torch
 
 from common import RESULTS, machine, write_json
-from ddmkit.assets import shipped_model
+from dmcmc_total_nfe import model_and_classifier
 from ddmkit.dmcmc.diagnostics import output_mixing
 from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
-from ddmkit.dmcmc.noise_classifier import load_classifier
 from ddmkit.dmcmc.tune import default_metric
-from ddmkit.models.loading import load_model
 
 OUT = RESULTS / "dmcmc_mixing_cost.json"
 PLOT = RESULTS / "dmcmc_mixing_cost.png"
@@ -37,8 +34,7 @@ INTEGRATOR, STEPS = "dpmpp_2m", 4
 
 
 def run(model: str, n_skip: int, eta: float) -> dict:
-    den = load_model(model)
-    clf = load_classifier(shipped_model(model).noise_classifier)
+    den, clf, _ = model_and_classifier(model)
     _, fn = default_metric(den)
     cfg = DLGConfig(integrator=INTEGRATOR, steps=STEPS, eta=eta, n_skip=n_skip)
     t0 = time.time()

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 from common import RESULTS, machine, write_json
-from ddmkit.assets import shipped_model
+from dmcmc_total_nfe import model_and_classifier
 from ddmkit.dmcmc.diagnostics import output_mixing
 from ddmkit.dmcmc.dlg import DLGConfig, dlg_sample
-from ddmkit.dmcmc.noise_classifier import load_classifier
 from ddmkit.dmcmc.tune import default_metric
-from ddmkit.models.loading import load_model
 from ddmkit.sampling import sample
 
 OUT = RESULTS / "dmcmc_rk45.json"
@@ -60,8 +58,7 @@ def summary(runs: list[dict]) -> dict:
 
 def main() -> None:
     torch.set_num_threads(1)
-    den = load_model(MODEL)
-    clf = load_classifier(shipped_model(MODEL).noise_classifier)
+    den, clf, _ = model_and_classifier(MODEL)
     metric, fn = default_metric(den)
     table = json.loads(OUT.read_text()) if OUT.is_file() else {"rows": {}}
     table.update({"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dmcmc_rk45.py", "machine": machine(),

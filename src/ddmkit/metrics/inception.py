@@ -56,10 +56,6 @@ def hub_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / PUBLISHED_FILE
 
 
-def sha256_of(path: Path) -> str:
-    return file_sha256(path)
-
-
 def check_weights_file(path: str | os.PathLike | None, label: str = "Inception weights") -> InceptionWeights:
     """The weights file `path` (None: the torch hub cache), checked: a regular file of sane size; its
     sha256 is recorded (compare `matches_published_prefix`). Raises the one-line DdmkitError otherwise."""
@@ -75,7 +71,7 @@ def check_weights_file(path: str | os.PathLike | None, label: str = "Inception w
     size = p.stat().st_size
     if size > MAX_BYTES:
         raise DdmkitError(f"Inception weights {p} are {size / 2**20:.0f} MB, far larger than the 92 MB FID Inception; {HOW}")
-    return InceptionWeights(p, sha256_of(p))
+    return InceptionWeights(p, file_sha256(p))
 
 
 def load_state_dict(weights: InceptionWeights) -> dict[str, Any]:
